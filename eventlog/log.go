@@ -1,0 +1,233 @@
+package eventlog
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"golang.org/x/mod/sumdb/note"
+)
+
+// Options configure a Log.
+type Options struct {
+	// Origin names the log in its checkpoints, normally the homeserver's
+	// domain.
+	Origin string
+	// Signer signs checkpoints. Required for writing.
+	Signer note.Signer
+	// Handler decides commands and applies events to projections. Required
+	// for writing.
+	Handler Handler
+	// Metrics receives batch statistics; may be nil.
+	Metrics Metrics
+	// MaxBatch bounds the number of commands committed together (default 1024).
+	MaxBatch int
+	// Clock returns the time for a batch (default time.Now). Tests may fix it.
+	Clock func() time.Time
+	// Pebble are extra Pebble options; may be nil.
+	Pebble *pebble.Options
+}
+
+// Log is an open event log. Its methods are safe for concurrent use.
+type Log struct {
+	db   *pebble.DB
+	opts Options
+
+	mu      sync.Mutex
+	size    uint64        // committed events
+	changed chan struct{} // closed and replaced after each commit
+
+	w *writer
+}
+
+// Open opens (creating if needed) the log in dir and starts its writer.
+func Open(dir string, opts Options) (*Log, error) {
+	po := opts.Pebble
+	if po == nil {
+		po = &pebble.Options{}
+	}
+	if po.Logger == nil && po.LoggerAndTracer == nil {
+		po.Logger = pebbleLogger{}
+	}
+	db, err := pebble.Open(dir, po)
+	if err != nil {
+		return nil, fmt.Errorf("open pebble %s: %w", dir, err)
+	}
+	return openDB(db, opts)
+}
+
+func openDB(db *pebble.DB, opts Options) (*Log, error) {
+	if opts.MaxBatch <= 0 {
+		opts.MaxBatch = 1024
+	}
+	if opts.Clock == nil {
+		opts.Clock = time.Now
+	}
+	l := &Log{db: db, opts: opts, changed: make(chan struct{})}
+	m, err := readMeta(NewReader(db))
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	l.size = m.size
+	if opts.Handler != nil {
+		l.w = newWriter(l, m)
+		go l.w.run()
+	}
+	return l, nil
+}
+
+// DB returns the underlying Pebble database, for read-only use by
+// projections' query code and by tools.
+func (l *Log) DB() *pebble.DB { return l.db }
+
+// Close stops the writer after the batch in flight, then closes Pebble.
+// Commands submitted after Close started fail with ErrClosed.
+func (l *Log) Close() error {
+	if l.w != nil {
+		l.w.stop()
+	}
+	return l.db.Close()
+}
+
+// Size returns the number of committed events, which is also the sequence
+// number of the last one.
+func (l *Log) Size() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.size
+}
+
+func (l *Log) committed(size uint64) {
+	l.mu.Lock()
+	l.size = size
+	close(l.changed)
+	l.changed = make(chan struct{})
+	l.mu.Unlock()
+}
+
+func (l *Log) sizeAndChan() (uint64, <-chan struct{}) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.size, l.changed
+}
+
+// Event returns the committed event with sequence number seq.
+func (l *Log) Event(seq uint64) (*Event, error) {
+	raw, err := l.RawEvent(seq)
+	if err != nil {
+		return nil, err
+	}
+	return DecodeEvent(raw)
+}
+
+// RawEvent returns the stored bytes of event seq: the Merkle leaf data.
+func (l *Log) RawEvent(seq uint64) ([]byte, error) {
+	if seq == 0 || seq > l.Size() {
+		return nil, fmt.Errorf("event %d: %w", seq, ErrNotFound)
+	}
+	return get(l.db, eventKey(seq))
+}
+
+// Scan calls fn for each committed event with from <= seq <= to, in order.
+// to == 0 means up to the current size.
+func (l *Log) Scan(from, to uint64, fn func(*Event) error) error {
+	size := l.Size()
+	if to == 0 || to > size {
+		to = size
+	}
+	if from == 0 {
+		from = 1
+	}
+	if from > to {
+		return nil
+	}
+	return scan(l.db, eventKey(from), eventKey(to+1), func(k, v []byte) error {
+		e, err := DecodeEvent(v)
+		if err != nil {
+			return fmt.Errorf("event at %x: %w", k, err)
+		}
+		return fn(e)
+	})
+}
+
+// Tail calls fn for every event from seq from on, waiting for new events
+// when it reaches the end, until ctx is done or fn returns an error.
+func (l *Log) Tail(ctx context.Context, from uint64, fn func(*Event) error) error {
+	if from == 0 {
+		from = 1
+	}
+	for {
+		size, changed := l.sizeAndChan()
+		if from <= size {
+			if err := l.Scan(from, size, fn); err != nil {
+				return err
+			}
+			from = size + 1
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-changed:
+		}
+	}
+}
+
+// Wait blocks until the log holds at least size events or ctx is done.
+func (l *Log) Wait(ctx context.Context, size uint64) error {
+	for {
+		cur, changed := l.sizeAndChan()
+		if cur >= size {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-changed:
+		}
+	}
+}
+
+type meta struct {
+	size     uint64
+	lastTime int64
+}
+
+func readMeta(r Reader) (meta, error) {
+	v, err := r.Get(keyMeta)
+	if errors.Is(err, ErrNotFound) {
+		return meta{}, nil
+	}
+	if err != nil {
+		return meta{}, err
+	}
+	if len(v) != 16 {
+		return meta{}, fmt.Errorf("log meta: %d bytes, want 16", len(v))
+	}
+	return meta{size: binary.BigEndian.Uint64(v), lastTime: int64(binary.BigEndian.Uint64(v[8:]))}, nil
+}
+
+func (m meta) encode() []byte {
+	b := binary.BigEndian.AppendUint64(nil, m.size)
+	return binary.BigEndian.AppendUint64(b, uint64(m.lastTime))
+}
+
+// pebbleLogger drops Pebble's informational lines ("Found 0 WALs"), which
+// are noise for an operator, and sends its errors to slog.
+type pebbleLogger struct{}
+
+func (pebbleLogger) Infof(string, ...any) {}
+func (pebbleLogger) Errorf(format string, args ...any) {
+	slog.Error("pebble", "msg", fmt.Sprintf(format, args...))
+}
+func (pebbleLogger) Fatalf(format string, args ...any) {
+	slog.Error("pebble fatal", "msg", fmt.Sprintf(format, args...))
+	os.Exit(70)
+}

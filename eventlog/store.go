@@ -1,0 +1,113 @@
+package eventlog
+
+import (
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// ErrNotFound is returned by Reader.Get for a missing key.
+var ErrNotFound = errors.New("eventlog: not found")
+
+// Reader reads keys. Handlers and projections see the store only through it.
+type Reader interface {
+	// Get returns a copy of the value of key, or ErrNotFound.
+	Get(key []byte) ([]byte, error)
+	// Scan calls fn for each key in [lower, upper) in order. k and v are
+	// valid only during the call. A non-nil error from fn stops the scan and
+	// is returned.
+	Scan(lower, upper []byte, fn func(k, v []byte) error) error
+}
+
+// ReadWriter is a Reader that can also write. Writes are visible to later
+// reads through the same ReadWriter.
+type ReadWriter interface {
+	Reader
+	Set(key, value []byte) error
+	Delete(key []byte) error
+	// DeleteRange deletes every key in [start, end).
+	DeleteRange(start, end []byte) error
+}
+
+// pebbleReader adapts anything Pebble can read from (a DB, an indexed
+// batch, a snapshot).
+type pebbleReader struct {
+	r interface {
+		Get(key []byte) ([]byte, io.Closer, error)
+		NewIter(o *pebble.IterOptions) (*pebble.Iterator, error)
+	}
+}
+
+// NewReader returns a Reader over a Pebble DB, snapshot or indexed batch.
+func NewReader(r interface {
+	Get(key []byte) ([]byte, io.Closer, error)
+	NewIter(o *pebble.IterOptions) (*pebble.Iterator, error)
+}) Reader {
+	return pebbleReader{r: r}
+}
+
+func (p pebbleReader) Get(key []byte) ([]byte, error) {
+	return get(p.r, key)
+}
+
+func (p pebbleReader) Scan(lower, upper []byte, fn func(k, v []byte) error) error {
+	return scan(p.r, lower, upper, fn)
+}
+
+func get(r interface {
+	Get(key []byte) ([]byte, io.Closer, error)
+}, key []byte) ([]byte, error) {
+	v, c, err := r.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get %q: %w", key, err)
+	}
+	out := append([]byte(nil), v...)
+	return out, c.Close()
+}
+
+func scan(r interface {
+	NewIter(o *pebble.IterOptions) (*pebble.Iterator, error)
+}, lower, upper []byte, fn func(k, v []byte) error) error {
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return fmt.Errorf("iter: %w", err)
+	}
+	for ok := it.First(); ok; ok = it.Next() {
+		v, err := it.ValueAndErr()
+		if err != nil {
+			it.Close()
+			return err
+		}
+		if err := fn(it.Key(), v); err != nil {
+			it.Close()
+			return err
+		}
+	}
+	if err := it.Error(); err != nil {
+		it.Close()
+		return err
+	}
+	return it.Close()
+}
+
+// batchRW is the ReadWriter of an indexed batch.
+type batchRW struct {
+	b *pebble.Batch
+}
+
+// NewBatchReadWriter returns a ReadWriter over an indexed Pebble batch. It
+// is used by rebuilds, which replay events outside the writer.
+func NewBatchReadWriter(b *pebble.Batch) ReadWriter { return batchRW{b: b} }
+
+func (w batchRW) Get(key []byte) ([]byte, error) { return get(w.b, key) }
+func (w batchRW) Scan(lower, upper []byte, fn func(k, v []byte) error) error {
+	return scan(w.b, lower, upper, fn)
+}
+func (w batchRW) Set(key, value []byte) error         { return w.b.Set(key, value, nil) }
+func (w batchRW) Delete(key []byte) error             { return w.b.Delete(key, nil) }
+func (w batchRW) DeleteRange(start, end []byte) error { return w.b.DeleteRange(start, end, nil) }

@@ -1,0 +1,322 @@
+package eventlog
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// Handler turns commands into events and events into projection mutations.
+// It is the caller-supplied core of the writer: Decide runs the stateful
+// checks, Apply derives state. Both must be deterministic functions of their
+// inputs (no clock, no randomness, no map-order leaks): Apply is also what
+// replay runs.
+type Handler interface {
+	// Decide checks one command against the current state r, which includes
+	// the effects of earlier commands of the same batch, at time now (unix
+	// nanoseconds, from the batch). It returns the events to append and the
+	// reply for the caller, or an error to reject the command. It must not
+	// write.
+	Decide(r Reader, now int64, cmd any) (Decision, error)
+	// Apply writes the projection mutations of one event. An error aborts
+	// the whole batch: it means a bug or corruption, never a bad command.
+	Apply(rw ReadWriter, ev *Event) error
+}
+
+// Decision is what a Handler decided for an accepted command.
+type Decision struct {
+	Events []Draft
+	// Reply is returned to the caller, and to any later caller presenting
+	// the same idempotency key.
+	Reply []byte
+}
+
+// Command is one input for the writer.
+type Command struct {
+	// Key, if set, makes the append idempotent: a later command with the
+	// same key is not decided again; it gets the first one's Outcome with
+	// Duplicate set. Keys are persisted with the events' batch.
+	Key []byte
+	// Body is passed to Handler.Decide unchanged.
+	Body any
+}
+
+// Outcome is the writer's answer to an accepted command.
+type Outcome struct {
+	FirstSeq  uint64 // 0 if the command appended no events
+	Count     uint64 // number of events appended
+	Reply     []byte
+	Duplicate bool // the key was seen before; nothing was appended now
+}
+
+// Metrics receives the writer's batch statistics.
+type Metrics interface {
+	// ObserveBatch is called after each durable commit.
+	ObserveBatch(commands, events int, commit time.Duration)
+}
+
+// ErrClosed is returned for commands submitted to a closed log.
+var ErrClosed = errors.New("eventlog: closed")
+
+// Rejection wraps a Handler's error for a rejected command, so callers can
+// tell it apart from a failure of the log itself.
+type Rejection struct{ Err error }
+
+func (r *Rejection) Error() string { return r.Err.Error() }
+func (r *Rejection) Unwrap() error { return r.Err }
+
+type request struct {
+	cmd   Command
+	reply chan result
+}
+
+type result struct {
+	out Outcome
+	err error
+}
+
+type writer struct {
+	l    *Log
+	m    meta
+	in   chan request
+	quit chan struct{}
+	done chan struct{}
+}
+
+func newWriter(l *Log, m meta) *writer {
+	return &writer{
+		l:    l,
+		m:    m,
+		in:   make(chan request, l.opts.MaxBatch),
+		quit: make(chan struct{}),
+		done: make(chan struct{}),
+	}
+}
+
+func (w *writer) stop() {
+	select {
+	case <-w.quit:
+	default:
+		close(w.quit)
+	}
+	<-w.done
+}
+
+// Append submits cmd to the writer and waits until its batch is durable.
+// A command rejected by the Handler returns a *Rejection wrapping the
+// Handler's error. If ctx ends first, Append returns ctx.Err(); the command
+// may still be committed.
+func (l *Log) Append(ctx context.Context, cmd Command) (Outcome, error) {
+	w := l.w
+	if w == nil {
+		return Outcome{}, errors.New("eventlog: opened read-only")
+	}
+	req := request{cmd: cmd, reply: make(chan result, 1)}
+	select {
+	case <-w.quit:
+		return Outcome{}, ErrClosed
+	default:
+	}
+	select {
+	case w.in <- req:
+	case <-w.done:
+		return Outcome{}, ErrClosed
+	case <-ctx.Done():
+		return Outcome{}, ctx.Err()
+	}
+	select {
+	case r := <-req.reply:
+		return r.out, r.err
+	case <-w.done:
+		select {
+		case r := <-req.reply:
+			return r.out, r.err
+		default:
+			return Outcome{}, ErrClosed
+		}
+	case <-ctx.Done():
+		return Outcome{}, ctx.Err()
+	}
+}
+
+func (w *writer) run() {
+	defer close(w.done)
+	reqs := make([]request, 0, w.l.opts.MaxBatch)
+	for {
+		reqs = reqs[:0]
+		select {
+		case r := <-w.in:
+			reqs = append(reqs, r)
+		case <-w.quit:
+			w.failPending(ErrClosed)
+			return
+		}
+	drain:
+		for len(reqs) < w.l.opts.MaxBatch {
+			select {
+			case r := <-w.in:
+				reqs = append(reqs, r)
+			default:
+				break drain
+			}
+		}
+		w.commit(reqs)
+	}
+}
+
+func (w *writer) failPending(err error) {
+	for {
+		select {
+		case r := <-w.in:
+			r.reply <- result{err: err}
+		default:
+			return
+		}
+	}
+}
+
+// commit decides every request, writes one batch and answers each caller
+// once the batch is durable.
+func (w *writer) commit(reqs []request) {
+	b := w.l.db.NewIndexedBatch()
+	defer b.Close()
+	rw := batchRW{b: b}
+	results := make([]result, len(reqs))
+
+	now := w.l.opts.Clock().UnixNano()
+	if now < w.m.lastTime {
+		now = w.m.lastTime
+	}
+	m := w.m
+	m.lastTime = now
+	events := 0
+
+	fail := func(err error) {
+		for _, r := range reqs {
+			r.reply <- result{err: err}
+		}
+	}
+
+	for i, r := range reqs {
+		out, err := w.decideOne(rw, now, &m, r.cmd)
+		if err != nil {
+			var rej *Rejection
+			if !errors.As(err, &rej) {
+				// A failure of the log or a projection: nothing of this
+				// batch may be committed, since it could be half-applied.
+				fail(err)
+				return
+			}
+			results[i] = result{err: err}
+			continue
+		}
+		events += int(out.Count)
+		results[i] = result{out: out}
+	}
+
+	if m.size != w.m.size {
+		if err := w.writeCheckpoint(rw, m.size); err != nil {
+			fail(err)
+			return
+		}
+	}
+	if err := b.Set(keyMeta, m.encode(), nil); err != nil {
+		fail(err)
+		return
+	}
+	start := time.Now()
+	if err := b.Commit(pebble.Sync); err != nil {
+		fail(fmt.Errorf("commit batch: %w", err))
+		return
+	}
+	took := time.Since(start)
+	w.m = m
+	w.l.committed(m.size)
+	if w.l.opts.Metrics != nil {
+		w.l.opts.Metrics.ObserveBatch(len(reqs), events, took)
+	}
+	for i, r := range reqs {
+		r.reply <- results[i]
+	}
+}
+
+// decideOne handles one command inside the batch. It returns a *Rejection
+// for a command the Handler refused (nothing written), or another error if
+// the batch must be abandoned.
+func (w *writer) decideOne(rw batchRW, now int64, m *meta, cmd Command) (Outcome, error) {
+	if len(cmd.Key) > 0 {
+		if len(cmd.Key) > MaxKeyLen {
+			return Outcome{}, &Rejection{Err: fmt.Errorf("idempotency key longer than %d bytes", MaxKeyLen)}
+		}
+		v, err := rw.Get(idemKey(cmd.Key))
+		if err == nil {
+			out, err := decodeIdem(v)
+			if err != nil {
+				return Outcome{}, err
+			}
+			out.Duplicate = true
+			return out, nil
+		}
+		if !errors.Is(err, ErrNotFound) {
+			return Outcome{}, err
+		}
+	}
+	d, err := w.l.opts.Handler.Decide(rw, now, cmd.Body)
+	if err != nil {
+		return Outcome{}, &Rejection{Err: err}
+	}
+	out := Outcome{Reply: d.Reply, Count: uint64(len(d.Events))}
+	for i, dr := range d.Events {
+		if len(dr.Type) == 0 || len(dr.Type) > MaxTypeLen || len(dr.Payload) > MaxPayloadLen {
+			return Outcome{}, fmt.Errorf("handler produced an invalid event %q (%d bytes)", dr.Type, len(dr.Payload))
+		}
+		m.size++
+		ev := &Event{Seq: m.size, Time: now, Type: dr.Type, Payload: dr.Payload}
+		if i == 0 {
+			ev.Key = cmd.Key
+			out.FirstSeq = ev.Seq
+		}
+		if err := appendEvent(rw, ev); err != nil {
+			return Outcome{}, err
+		}
+		if err := w.l.opts.Handler.Apply(rw, ev); err != nil {
+			return Outcome{}, fmt.Errorf("apply event %d (%s): %w", ev.Seq, ev.Type, err)
+		}
+	}
+	if len(cmd.Key) > 0 {
+		if err := rw.Set(idemKey(cmd.Key), encodeIdem(out)); err != nil {
+			return Outcome{}, err
+		}
+	}
+	return out, nil
+}
+
+// appendEvent writes the event and its Merkle hashes.
+func appendEvent(rw ReadWriter, ev *Event) error {
+	raw := ev.Encode()
+	if err := rw.Set(eventKey(ev.Seq), raw); err != nil {
+		return err
+	}
+	return storeHashes(rw, ev.Seq, raw)
+}
+
+func encodeIdem(o Outcome) []byte {
+	b := binary.BigEndian.AppendUint64(nil, o.FirstSeq)
+	b = binary.BigEndian.AppendUint64(b, o.Count)
+	return append(b, o.Reply...)
+}
+
+func decodeIdem(v []byte) (Outcome, error) {
+	if len(v) < 16 {
+		return Outcome{}, fmt.Errorf("idempotency entry: %d bytes", len(v))
+	}
+	return Outcome{
+		FirstSeq: binary.BigEndian.Uint64(v),
+		Count:    binary.BigEndian.Uint64(v[8:]),
+		Reply:    append([]byte(nil), v[16:]...),
+	}, nil
+}
