@@ -5,9 +5,12 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
+	"time"
 
+	"github.com/cockroachdb/pebble/v2"
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
 )
@@ -83,7 +86,7 @@ func (w *writer) writeCheckpoint(rw ReadWriter, size uint64) error {
 	if w.l.opts.Signer == nil {
 		return nil
 	}
-	root, err := tlog.TreeHash(int64(size), hashReader(rw))
+	root, err := tlog.TreeHash(int64(size), w.hashes.reader(rw))
 	if err != nil {
 		return fmt.Errorf("tree hash %d: %w", size, err)
 	}
@@ -92,6 +95,33 @@ func (w *writer) writeCheckpoint(rw ReadWriter, size uint64) error {
 		return fmt.Errorf("sign checkpoint: %w", err)
 	}
 	return rw.Set(keyCheckpoint, signed)
+}
+
+// finalCheckpoint stores a checkpoint for the current size if the stored
+// one is older: on open (after a crash the last batches may be unsigned)
+// and on close. A failure is only logged: the events are durable, and a
+// later batch or SignedCheckpoint covers them.
+func (w *writer) finalCheckpoint() {
+	if w.l.opts.Signer == nil || w.m.size == 0 {
+		return
+	}
+	if stored, err := get(w.l.db, keyCheckpoint); err == nil {
+		if c, err := ParseCheckpoint(CheckpointBody(stored)); err == nil && c.Size == w.m.size {
+			w.checkpointed = c.Size
+			return
+		}
+	}
+	b := w.l.db.NewIndexedBatch()
+	defer b.Close()
+	err := w.writeCheckpoint(batchRW{b: b}, w.m.size)
+	if err == nil {
+		err = b.Commit(pebble.Sync)
+	}
+	if err != nil {
+		slog.Error("store checkpoint", "size", w.m.size, "err", err)
+		return
+	}
+	w.checkpointed, w.lastSigned = w.m.size, time.Now()
 }
 
 // LatestCheckpoint returns the signed checkpoint stored with the last

@@ -28,6 +28,11 @@ type Options struct {
 	Metrics Metrics
 	// MaxBatch bounds the number of commands committed together (default 1024).
 	MaxBatch int
+	// CheckpointInterval is the least time between two signed checkpoints
+	// stored with a batch (default 1s; negative: every batch). A checkpoint
+	// for any size can also be signed on demand (SignedCheckpoint), and the
+	// writer stores one for the final size when it opens and closes.
+	CheckpointInterval time.Duration
 	// Clock returns the time for a batch (default time.Now). Tests may fix it.
 	Clock func() time.Time
 	// Pebble are extra Pebble options; may be nil.
@@ -68,6 +73,9 @@ func openDB(db *pebble.DB, opts Options) (*Log, error) {
 	}
 	if opts.Clock == nil {
 		opts.Clock = time.Now
+	}
+	if opts.CheckpointInterval == 0 {
+		opts.CheckpointInterval = time.Second
 	}
 	l := &Log{db: db, opts: opts, changed: make(chan struct{})}
 	m, err := readMeta(NewReader(db))
@@ -148,13 +156,7 @@ func (l *Log) Scan(from, to uint64, fn func(*Event) error) error {
 	if from > to {
 		return nil
 	}
-	return scan(l.db, eventKey(from), eventKey(to+1), func(k, v []byte) error {
-		e, err := DecodeEvent(v)
-		if err != nil {
-			return fmt.Errorf("event at %x: %w", k, err)
-		}
-		return fn(e)
-	})
+	return ScanEvents(NewReader(l.db), from, to, fn)
 }
 
 // Tail calls fn for every event from seq from on, waiting for new events
@@ -230,4 +232,29 @@ func (pebbleLogger) Errorf(format string, args ...any) {
 func (pebbleLogger) Fatalf(format string, args ...any) {
 	slog.Error("pebble fatal", "msg", fmt.Sprintf(format, args...))
 	os.Exit(70)
+}
+
+// StoredSize returns the committed log size recorded in r, which may be a
+// snapshot or another copy of the store.
+func StoredSize(r Reader) (uint64, error) {
+	m, err := readMeta(r)
+	return m.size, err
+}
+
+// ScanEvents calls fn for each event with from <= seq <= to stored in r,
+// in order. Use it to read events from a snapshot or a copy of the store.
+func ScanEvents(r Reader, from, to uint64, fn func(*Event) error) error {
+	if from == 0 {
+		from = 1
+	}
+	if from > to {
+		return nil
+	}
+	return r.Scan(eventKey(from), eventKey(to+1), func(k, v []byte) error {
+		e, err := DecodeEvent(v)
+		if err != nil {
+			return fmt.Errorf("event at %x: %w", k, err)
+		}
+		return fn(e)
+	})
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"golang.org/x/mod/sumdb/note"
@@ -73,7 +74,7 @@ func newSigner(t testing.TB, name string) (note.Signer, string) {
 func openTestLog(t testing.TB, dir string) *testLog {
 	t.Helper()
 	s, vkey := newSigner(t, "test.example")
-	l, err := Open(dir, Options{Origin: "test.example", Signer: s, Handler: kvHandler{}})
+	l, err := Open(dir, Options{Origin: "test.example", Signer: s, Handler: kvHandler{}, CheckpointInterval: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -299,6 +300,38 @@ func TestLOG_3_MerkleProofsAndTamperDetection(t *testing.T) {
 		t.Fatalf("tampered log verification: %+v", v)
 	}
 	l.Close()
+}
+
+func TestCheckpointIntervalAndFinalCheckpoint(t *testing.T) {
+	dir := t.TempDir()
+	s, vkey := newSigner(t, "test.example")
+	l, err := Open(dir, Options{Origin: "test.example", Signer: s, Handler: kvHandler{}, CheckpointInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 20; i++ {
+		if _, err := l.Append(context.Background(), Command{Body: put{fmt.Sprint(i), "v"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := l.LatestCheckpoint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cp, _ := OpenCheckpoint(c, vkey); cp.Size != 1 {
+		t.Fatalf("with a 1h interval only the first batch is checkpointed, got size %d", cp.Size)
+	}
+	l.Close()
+	l, err = Open(dir, Options{Origin: "test.example"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	c, _ = l.LatestCheckpoint()
+	cp, err := OpenCheckpoint(c, vkey)
+	if err != nil || cp.Size != 20 {
+		t.Fatalf("after close the checkpoint covers %d events (%v), want 20", cp.Size, err)
+	}
 }
 
 func TestFrontierMatchesStoredTreeHash(t *testing.T) {

@@ -11,22 +11,6 @@ import (
 // has size s. The stored hashes are written in the same batch as the event,
 // so every committed tree size has its hashes.
 
-// storeHashes writes the stored hashes that record seq-1 adds to the tree.
-func storeHashes(rw ReadWriter, seq uint64, raw []byte) error {
-	n := int64(seq - 1)
-	hashes, err := tlog.StoredHashes(n, raw, hashReader(rw))
-	if err != nil {
-		return fmt.Errorf("merkle hashes for %d: %w", seq, err)
-	}
-	base := tlog.StoredHashIndex(0, n)
-	for i, h := range hashes {
-		if err := rw.Set(hashKey(base+int64(i)), h[:]); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 func hashReader(r Reader) tlog.HashReader {
 	return tlog.HashReaderFunc(func(indexes []int64) ([]tlog.Hash, error) {
 		out := make([]tlog.Hash, len(indexes))

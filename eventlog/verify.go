@@ -22,6 +22,8 @@ type Verification struct {
 	// RootMatches reports whether the root recomputed from the event bytes
 	// alone equals the checkpoint's root at the checkpoint's size.
 	RootMatches bool
+	// Root is the root recomputed from the event bytes over all Events.
+	Root tlog.Hash
 }
 
 // OK reports whether nothing was found wrong.
@@ -86,6 +88,7 @@ func (l *Log) Verify(signedCheckpoint []byte, verifierKey string, progress func(
 	for ; next <= total; next++ {
 		v.Missing = append(v.Missing, next)
 	}
+	v.Root = f.Root()
 	if progress != nil {
 		progress(v.Events, total)
 	}

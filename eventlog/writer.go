@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
+	"golang.org/x/mod/sumdb/tlog"
 )
 
 // Handler turns commands into events and events into projection mutations.
@@ -80,20 +81,26 @@ type result struct {
 }
 
 type writer struct {
-	l    *Log
-	m    meta
-	in   chan request
-	quit chan struct{}
-	done chan struct{}
+	l      *Log
+	m      meta
+	hashes *hashCache
+	// checkpointed is the size of the last stored checkpoint, lastSigned
+	// when it was signed.
+	checkpointed uint64
+	lastSigned   time.Time
+	in           chan request
+	quit         chan struct{}
+	done         chan struct{}
 }
 
 func newWriter(l *Log, m meta) *writer {
 	return &writer{
-		l:    l,
-		m:    m,
-		in:   make(chan request, l.opts.MaxBatch),
-		quit: make(chan struct{}),
-		done: make(chan struct{}),
+		l:      l,
+		m:      m,
+		hashes: newHashCache(),
+		in:     make(chan request, l.opts.MaxBatch),
+		quit:   make(chan struct{}),
+		done:   make(chan struct{}),
 	}
 }
 
@@ -145,6 +152,7 @@ func (l *Log) Append(ctx context.Context, cmd Command) (Outcome, error) {
 
 func (w *writer) run() {
 	defer close(w.done)
+	w.finalCheckpoint()
 	reqs := make([]request, 0, w.l.opts.MaxBatch)
 	for {
 		reqs = reqs[:0]
@@ -153,6 +161,7 @@ func (w *writer) run() {
 			reqs = append(reqs, r)
 		case <-w.quit:
 			w.failPending(ErrClosed)
+			w.finalCheckpoint()
 			return
 		}
 	drain:
@@ -196,6 +205,7 @@ func (w *writer) commit(reqs []request) {
 	events := 0
 
 	fail := func(err error) {
+		w.hashes.reset()
 		for _, r := range reqs {
 			r.reply <- result{err: err}
 		}
@@ -218,11 +228,13 @@ func (w *writer) commit(reqs []request) {
 		results[i] = result{out: out}
 	}
 
-	if m.size != w.m.size {
+	signed := false
+	if m.size != w.checkpointed && time.Since(w.lastSigned) >= w.l.opts.CheckpointInterval {
 		if err := w.writeCheckpoint(rw, m.size); err != nil {
 			fail(err)
 			return
 		}
+		signed = true
 	}
 	if err := b.Set(keyMeta, m.encode(), nil); err != nil {
 		fail(err)
@@ -234,7 +246,11 @@ func (w *writer) commit(reqs []request) {
 		return
 	}
 	took := time.Since(start)
+	w.hashes.prune(int64(m.size))
 	w.m = m
+	if signed {
+		w.checkpointed, w.lastSigned = m.size, time.Now()
+	}
 	w.l.committed(m.size)
 	if w.l.opts.Metrics != nil {
 		w.l.opts.Metrics.ObserveBatch(len(reqs), events, took)
@@ -280,7 +296,7 @@ func (w *writer) decideOne(rw batchRW, now int64, m *meta, cmd Command) (Outcome
 			ev.Key = cmd.Key
 			out.FirstSeq = ev.Seq
 		}
-		if err := appendEvent(rw, ev); err != nil {
+		if err := w.appendEvent(rw, ev); err != nil {
 			return Outcome{}, err
 		}
 		if err := w.l.opts.Handler.Apply(rw, ev); err != nil {
@@ -296,12 +312,24 @@ func (w *writer) decideOne(rw batchRW, now int64, m *meta, cmd Command) (Outcome
 }
 
 // appendEvent writes the event and its Merkle hashes.
-func appendEvent(rw ReadWriter, ev *Event) error {
+func (w *writer) appendEvent(rw ReadWriter, ev *Event) error {
 	raw := ev.Encode()
 	if err := rw.Set(eventKey(ev.Seq), raw); err != nil {
 		return err
 	}
-	return storeHashes(rw, ev.Seq, raw)
+	n := int64(ev.Seq - 1)
+	hashes, err := tlog.StoredHashes(n, raw, w.hashes.reader(rw))
+	if err != nil {
+		return fmt.Errorf("merkle hashes for %d: %w", ev.Seq, err)
+	}
+	base := tlog.StoredHashIndex(0, n)
+	for i, h := range hashes {
+		if err := rw.Set(hashKey(base+int64(i)), h[:]); err != nil {
+			return err
+		}
+	}
+	w.hashes.put(n, hashes)
+	return nil
 }
 
 func encodeIdem(o Outcome) []byte {

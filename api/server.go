@@ -1,0 +1,110 @@
+package api
+
+import (
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/mlshome/homeserver/eventlog"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Config wires a Server.
+type Config struct {
+	Domain  string
+	Log     *eventlog.Log
+	Keys    Keys
+	Logger  *slog.Logger
+	Metrics *Metrics
+	// Ready reports whether the homeserver can serve (nil: ready when the
+	// log is open).
+	Ready func() error
+	// RequestWindow is how far a signed request's timestamp may be from
+	// the server's clock (default 2 minutes).
+	RequestWindow time.Duration
+	// Now is the clock for request freshness checks (default time.Now).
+	Now func() time.Time
+}
+
+// Server serves the client API.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	metrics *Metrics
+	mux     *http.ServeMux
+}
+
+// New builds the server and its routes.
+func New(cfg Config) *Server {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.RequestWindow == 0 {
+		cfg.RequestWindow = 2 * time.Minute
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, metrics: cfg.Metrics, mux: http.NewServeMux()}
+	s.route("GET /healthz", s.healthz)
+	s.route("GET /readyz", s.readyz)
+	if cfg.Metrics != nil {
+		s.mux.Handle("GET /metrics", promhttp.HandlerFor(cfg.Metrics.Registry, promhttp.HandlerOpts{}))
+	}
+	s.route("GET /.well-known/mls-homeserver", s.wellKnown)
+	s.route("POST /v1/users", s.registerUser)
+	s.route("POST /v1/clients", s.registerClient)
+	s.route("GET /v1/log/checkpoint", s.checkpoint)
+	s.route("GET /v1/log/proof/inclusion", s.inclusionProof)
+	s.route("GET /v1/log/proof/consistency", s.consistencyProof)
+	return s
+}
+
+// Handler returns the root HTTP handler.
+func (s *Server) Handler() http.Handler { return s.mux }
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.status = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+// Flush lets streaming handlers flush through the wrapper.
+func (w *statusWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+// route registers h under pattern with metrics and a body size limit.
+func (s *Server) route(pattern string, h http.HandlerFunc) {
+	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes+1)
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		h(sw, r)
+		if s.metrics != nil {
+			s.metrics.Requests.WithLabelValues(pattern, strconv.Itoa(sw.status)).Inc()
+			s.metrics.RequestTimes.WithLabelValues(pattern).Observe(time.Since(start).Seconds())
+		}
+	})
+}
+
+func (s *Server) healthz(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *Server) readyz(w http.ResponseWriter, _ *http.Request) {
+	if s.cfg.Ready != nil {
+		if err := s.cfg.Ready(); err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": err.Error()})
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "log_size": s.cfg.Log.Size()})
+}

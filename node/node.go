@@ -1,0 +1,181 @@
+// Package node assembles one homeserver: its keys, event log, projections,
+// validator, HTTP API and federation bus. cmd/homeserver, the testnet and
+// the tests all run homeservers through it, so they run the same code.
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/mlshome/homeserver/api"
+	"github.com/mlshome/homeserver/eventlog"
+	"github.com/mlshome/homeserver/federation"
+	"github.com/mlshome/homeserver/identity"
+	"github.com/mlshome/homeserver/projections"
+	"github.com/mlshome/homeserver/validation"
+)
+
+// Config configures a homeserver.
+type Config struct {
+	Domain string
+	// DataDir holds the store ("store"), the keys ("keys") and embedded
+	// NATS state ("nats").
+	DataDir string
+	// Listen is the HTTP listen address; "127.0.0.1:0" picks a free port.
+	Listen        string
+	Logger        *slog.Logger
+	RequestWindow time.Duration
+	// Clock, if set, replaces time.Now for the writer and request checks.
+	Clock func() time.Time
+	// Bus says how to reach NATS; the zero value runs an embedded server
+	// with its JetStream state in DataDir/nats. Name and StoreDir are
+	// filled in when empty.
+	Bus federation.BusConfig
+}
+
+// Node is a running homeserver.
+type Node struct {
+	cfg       Config
+	Keys      *identity.KeySet
+	Log       *eventlog.Log
+	Set       *projections.Set
+	Validator *validation.Validator
+	Metrics   *api.Metrics
+	API       *api.Server
+	Bus       *federation.Bus
+
+	ln  net.Listener
+	srv *http.Server
+}
+
+// StoreDir returns the Pebble directory of a data dir.
+func StoreDir(dataDir string) string { return filepath.Join(dataDir, "store") }
+
+// KeysDir returns the key directory of a data dir.
+func KeysDir(dataDir string) string { return filepath.Join(dataDir, "keys") }
+
+// Projections returns the homeserver's projection set. Replay and audit
+// use the same set as the live writer.
+func Projections() *projections.Set {
+	return projections.NewSet(projections.Directory{})
+}
+
+// NewValidator returns the validator for a homeserver with these keys.
+func NewValidator(domain string, keys *identity.KeySet) *validation.Validator {
+	return &validation.Validator{Env: validation.Env{
+		Domain:          domain,
+		CheckCredential: credentialChecker(keys),
+	}}
+}
+
+// handler joins the validator (Decide) and the projections (Apply).
+type handler struct {
+	*validation.Validator
+	set *projections.Set
+}
+
+func (h handler) Apply(rw eventlog.ReadWriter, ev *eventlog.Event) error { return h.set.Apply(rw, ev) }
+
+// Open loads or creates the keys and the store and starts the writer. It
+// does not listen yet; see Start.
+func Open(cfg Config) (*Node, error) {
+	if cfg.Domain == "" {
+		return nil, errors.New("node: domain is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	keys, err := identity.LoadOrCreateKeySet(KeysDir(cfg.DataDir), cfg.Domain)
+	if err != nil {
+		return nil, fmt.Errorf("keys: %w", err)
+	}
+	n := &Node{cfg: cfg, Keys: keys, Set: Projections(), Metrics: api.NewMetrics()}
+	n.Validator = NewValidator(cfg.Domain, keys)
+	n.Log, err = eventlog.Open(StoreDir(cfg.DataDir), eventlog.Options{
+		Origin:  cfg.Domain,
+		Signer:  keys.LogSigner(),
+		Handler: handler{Validator: n.Validator, set: n.Set},
+		Metrics: n.Metrics,
+		Clock:   cfg.Clock,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Bus.Name == "" {
+		cfg.Bus.Name = cfg.Domain
+	}
+	if cfg.Bus.StoreDir == "" {
+		cfg.Bus.StoreDir = filepath.Join(cfg.DataDir, "nats")
+	}
+	if cfg.Bus.Logger == nil {
+		cfg.Bus.Logger = cfg.Logger
+	}
+	if n.Bus, err = federation.OpenBus(cfg.Bus); err != nil {
+		n.Log.Close()
+		return nil, err
+	}
+	n.API = api.New(api.Config{
+		Domain:        cfg.Domain,
+		Log:           n.Log,
+		Keys:          newAPIKeys(keys, cfg.RequestWindow, cfg.Clock),
+		Logger:        cfg.Logger,
+		Metrics:       n.Metrics,
+		RequestWindow: cfg.RequestWindow,
+		Now:           cfg.Clock,
+		Ready:         n.Bus.Ready,
+	})
+	return n, nil
+}
+
+// Start listens on cfg.Listen and serves the API in the background.
+func (n *Node) Start() error {
+	ln, err := net.Listen("tcp", n.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", n.cfg.Listen, err)
+	}
+	n.ln = ln
+	n.srv = &http.Server{Handler: n.API.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := n.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			n.cfg.Logger.Error("http server", "err", err)
+		}
+	}()
+	return nil
+}
+
+// URL returns the base URL the API listens on.
+func (n *Node) URL() string { return "http://" + n.ln.Addr().String() }
+
+// Domain returns the homeserver's domain.
+func (n *Node) Domain() string { return n.cfg.Domain }
+
+// Shutdown stops accepting requests, lets in-flight ones finish (their
+// batch completes), then closes the log.
+func (n *Node) Shutdown(ctx context.Context) error {
+	var errs []error
+	if n.srv != nil {
+		if err := n.srv.Shutdown(ctx); err != nil {
+			errs = append(errs, fmt.Errorf("http shutdown: %w", err))
+		}
+	}
+	if err := n.Bus.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("close nats: %w", err))
+	}
+	if err := n.Log.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("close log: %w", err))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,109 @@
+// Package projections derives the state the homeserver answers from. Each
+// projection registers the event types it handles and writes only under its
+// own key prefix "p/<name>/". The writer calls Set.Apply for every event it
+// appends, in the same batch; Rebuild calls the same code on the stored
+// events, so a rebuilt projection is byte for byte the live one (LOG-2).
+//
+// Apply must be deterministic: no clock, no randomness, no map iteration
+// order in what it writes. Time comes from the event.
+package projections
+
+import (
+	"bytes"
+	"fmt"
+
+	"github.com/mlshome/homeserver/eventlog"
+)
+
+// Root is the prefix of every projection key.
+var Root = []byte("p/")
+
+// Projection derives state from some event types.
+type Projection interface {
+	// Name is the projection's key namespace: it owns "p/<Name>/".
+	Name() string
+	// Handles lists the event types Apply is called for.
+	Handles() []string
+	// Apply writes the mutations of one event through rw, which refuses
+	// writes outside the projection's prefix.
+	Apply(rw eventlog.ReadWriter, ev *eventlog.Event) error
+}
+
+// Prefix returns the key prefix of the named projection.
+func Prefix(name string) []byte { return []byte("p/" + name + "/") }
+
+// Set is the registry of projections the homeserver runs.
+type Set struct {
+	all    []Projection
+	byType map[string][]Projection
+}
+
+// NewSet registers projections. Names must be unique.
+func NewSet(ps ...Projection) *Set {
+	s := &Set{byType: map[string][]Projection{}}
+	seen := map[string]bool{}
+	for _, p := range ps {
+		if seen[p.Name()] {
+			panic("projections: duplicate name " + p.Name())
+		}
+		seen[p.Name()] = true
+		s.all = append(s.all, p)
+		for _, t := range p.Handles() {
+			s.byType[t] = append(s.byType[t], p)
+		}
+	}
+	return s
+}
+
+// Projections returns the registered projections in registration order.
+func (s *Set) Projections() []Projection { return s.all }
+
+// Apply runs every projection that handles ev's type, in registration
+// order. Event types no projection handles are kept in the log only.
+func (s *Set) Apply(rw eventlog.ReadWriter, ev *eventlog.Event) error {
+	for _, p := range s.byType[ev.Type] {
+		if err := p.Apply(scoped{rw: rw, prefix: Prefix(p.Name())}, ev); err != nil {
+			return fmt.Errorf("projection %s: %w", p.Name(), err)
+		}
+	}
+	return nil
+}
+
+// scoped lets a projection read anything but write only its own keys.
+type scoped struct {
+	rw     eventlog.ReadWriter
+	prefix []byte
+}
+
+func (s scoped) check(key []byte) error {
+	if !bytes.HasPrefix(key, s.prefix) {
+		return fmt.Errorf("write to %q outside %q", key, s.prefix)
+	}
+	return nil
+}
+
+func (s scoped) Get(key []byte) ([]byte, error) { return s.rw.Get(key) }
+func (s scoped) Scan(lower, upper []byte, fn func(k, v []byte) error) error {
+	return s.rw.Scan(lower, upper, fn)
+}
+func (s scoped) Set(key, value []byte) error {
+	if err := s.check(key); err != nil {
+		return err
+	}
+	return s.rw.Set(key, value)
+}
+func (s scoped) Delete(key []byte) error {
+	if err := s.check(key); err != nil {
+		return err
+	}
+	return s.rw.Delete(key)
+}
+func (s scoped) DeleteRange(start, end []byte) error {
+	if err := s.check(start); err != nil {
+		return err
+	}
+	if len(end) == 0 || bytes.Compare(end, eventlog.PrefixEnd(s.prefix)) > 0 {
+		return fmt.Errorf("delete range end %q outside %q", end, s.prefix)
+	}
+	return s.rw.DeleteRange(start, end)
+}

@@ -1,0 +1,46 @@
+// Package validation holds the homeserver's stateful checks: pure
+// functions of (command, read-only projection view, batch time) that return
+// the events to append or a typed *Error. They read no clock and no
+// randomness, so the audit can re-run them on replay (LOG-4).
+package validation
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+
+	"github.com/mlshome/homeserver/eventlog"
+)
+
+// Env is what the checks need to know about this homeserver.
+type Env struct {
+	Domain string
+	// CheckCredential verifies that cred is a client credential signed by
+	// this homeserver's authentication key for exactly these values.
+	CheckCredential func(cred []byte, userID, clientID string, signatureKey []byte) error
+}
+
+// Validator decides commands. It implements eventlog.Handler's Decide.
+type Validator struct {
+	Env Env
+}
+
+// Decide checks one command against the state r at time now.
+func (v *Validator) Decide(r eventlog.Reader, now int64, cmd any) (eventlog.Decision, error) {
+	switch c := cmd.(type) {
+	case RegisterUser:
+		return v.registerUser(r, c)
+	case RegisterClient:
+		return v.registerClient(r, c)
+	default:
+		return eventlog.Decision{}, Reject(CodeUnknownCommand, "unknown command %T", cmd)
+	}
+}
+
+// ClientIDFor derives a client's id from its signature key: the first 16
+// bytes of its SHA-256, in hex. Deriving it keeps the writer free of
+// randomness and makes a key usable by one client only.
+func ClientIDFor(signatureKey []byte) string {
+	h := sha256.Sum256(signatureKey)
+	return hex.EncodeToString(h[:16])
+}
+
