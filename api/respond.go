@@ -93,4 +93,3 @@ func decodeStrict(b []byte, v any) error {
 	}
 	return nil
 }
-

@@ -43,4 +43,3 @@ func ClientIDFor(signatureKey []byte) string {
 	h := sha256.Sum256(signatureKey)
 	return hex.EncodeToString(h[:16])
 }
-
