@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/mlshome/homeserver/eventlog"
 	"github.com/mlshome/homeserver/validation"
 )
 
@@ -20,7 +21,13 @@ func (s *Server) checkpoint(w http.ResponseWriter, r *http.Request) {
 		}
 		signed, err = s.cfg.Log.SignedCheckpoint(size)
 	} else {
+		// The stored checkpoint is signed at most once a second; sign the
+		// current size when it has moved on.
+		size := s.cfg.Log.Size()
 		signed, err = s.cfg.Log.LatestCheckpoint()
+		if c, perr := eventlog.ParseCheckpoint(eventlog.CheckpointBody(signed)); err != nil || perr != nil || c.Size != size {
+			signed, err = s.cfg.Log.SignedCheckpoint(size)
+		}
 	}
 	if err != nil {
 		s.writeError(w, r, err)

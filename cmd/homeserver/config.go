@@ -2,6 +2,8 @@ package main
 
 import (
 	"flag"
+	"maps"
+	"slices"
 	"fmt"
 	"strings"
 	"time"
@@ -64,11 +66,9 @@ func loadServeConfig(args []string, getenv func(string) string) (*serveConfig, e
 	}
 	var file map[string]any
 	if *cfgPath != "" {
-		md, err := toml.DecodeFile(*cfgPath, &file)
-		if err != nil {
+		if _, err := toml.DecodeFile(*cfgPath, &file); err != nil {
 			return nil, fmt.Errorf("config %s: %w", *cfgPath, err)
 		}
-		_ = md
 	}
 	var errs []string
 	fs.VisitAll(func(f *flag.Flag) {
@@ -86,10 +86,9 @@ func loadServeConfig(args []string, getenv func(string) string) (*serveConfig, e
 			if err := f.Value.Set(fmt.Sprint(v)); err != nil {
 				errs = append(errs, fmt.Sprintf("config %s: %v", f.Name, err))
 			}
-			delete(file, f.Name)
 		}
 	})
-	for k := range file {
+	for _, k := range slices.Sorted(maps.Keys(file)) {
 		if fs.Lookup(k) == nil || k == "config" {
 			errs = append(errs, fmt.Sprintf("config: unknown key %q", k))
 		}
