@@ -2,9 +2,9 @@ package main
 
 import (
 	"flag"
+	"fmt"
 	"maps"
 	"slices"
-	"fmt"
 	"strings"
 	"time"
 
