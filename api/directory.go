@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/mlshome/homeserver/eventlog"
+	"github.com/mlshome/homeserver/identity"
 	"github.com/mlshome/homeserver/projections"
 	"github.com/mlshome/homeserver/validation"
 )
@@ -17,6 +18,8 @@ type Keys interface {
 	IssueCredential(userID, clientID string, signatureKey ed25519.PublicKey, issuedAt int64) ([]byte, error)
 	// PublicKeysJSON is the document served at /.well-known/mls-homeserver.
 	PublicKeysJSON() ([]byte, error)
+	// SignBundle signs a directory answer with the authentication key.
+	SignBundle(b identity.Bundle) ([]byte, error)
 	// VerifyRequest checks a client-signed request (signature by the key
 	// that lookup returns for the claimed client, freshness, replay) and
 	// returns the client id.

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/mlshome/homeserver/eventlog"
+	"github.com/mlshome/homeserver/validation"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
@@ -25,6 +26,13 @@ type Config struct {
 	RequestWindow time.Duration
 	// Now is the clock for request freshness checks (default time.Now).
 	Now func() time.Time
+	// Validator runs the stateless checks on request goroutines.
+	Validator *validation.Validator
+	// Limits are the directory rate limits (zero value: defaults).
+	Limits *DirectoryLimits
+	// Relay carries directory requests for other homeservers' users; nil
+	// answers them with federation_unavailable.
+	Relay Relay
 }
 
 // Server serves the client API.
@@ -33,6 +41,7 @@ type Server struct {
 	log     *slog.Logger
 	metrics *Metrics
 	mux     *http.ServeMux
+	limits  directoryLimiters
 }
 
 // New builds the server and its routes.
@@ -46,7 +55,11 @@ func New(cfg Config) *Server {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, metrics: cfg.Metrics, mux: http.NewServeMux()}
+	limits := DefaultDirectoryLimits
+	if cfg.Limits != nil {
+		limits = *cfg.Limits
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, metrics: cfg.Metrics, mux: http.NewServeMux(), limits: newDirectoryLimiters(limits)}
 	s.route("GET /healthz", s.healthz)
 	s.route("GET /readyz", s.readyz)
 	if cfg.Metrics != nil {
@@ -55,6 +68,10 @@ func New(cfg Config) *Server {
 	s.route("GET /.well-known/mls-homeserver", s.wellKnown)
 	s.route("POST /v1/users", s.registerUser)
 	s.route("POST /v1/clients", s.registerClient)
+	s.route("PUT /v1/keypackages", s.publishKeyPackages)
+	s.route("GET /v1/keypackages/count", s.countKeyPackages)
+	s.route("POST /v1/directory/lookup", s.lookup)
+	s.route("POST /v1/directory/claim", s.claim)
 	s.route("GET /v1/log/checkpoint", s.checkpoint)
 	s.route("GET /v1/log/proof/inclusion", s.inclusionProof)
 	s.route("GET /v1/log/proof/consistency", s.consistencyProof)

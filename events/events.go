@@ -20,6 +20,9 @@ import (
 const (
 	TypeUserRegistered   = "UserRegistered"
 	TypeClientRegistered = "ClientRegistered"
+
+	TypeKeyPackagesPublished = "KeyPackagesPublished"
+	TypeKeyPackageClaimed    = "KeyPackageClaimed"
 )
 
 // UserRegistered records a new local user.
@@ -34,6 +37,32 @@ type ClientRegistered struct {
 	ClientID     string `json:"client_id"`
 	SignatureKey []byte `json:"signature_key"`
 	Credential   []byte `json:"credential"`
+}
+
+// PublishedKeyPackage is one validated KeyPackage with what the directory
+// needs to hand it out; Data is the KeyPackage exactly as published.
+type PublishedKeyPackage struct {
+	Ref        []byte `json:"ref"`
+	LastResort bool   `json:"last_resort,omitempty"`
+	NotBefore  uint64 `json:"not_before"`
+	NotAfter   uint64 `json:"not_after"`
+	Data       []byte `json:"data"`
+}
+
+// KeyPackagesPublished replaces all of a client's KeyPackages.
+type KeyPackagesPublished struct {
+	UserID      string                `json:"user_id"`
+	ClientID    string                `json:"client_id"`
+	KeyPackages []PublishedKeyPackage `json:"key_packages"`
+}
+
+// KeyPackageClaimed records that an ordinary KeyPackage was handed out
+// (and so deleted). It names the target only: who claimed is not recorded
+// (GUC-4).
+type KeyPackageClaimed struct {
+	UserID   string `json:"user_id"`
+	ClientID string `json:"client_id"`
+	Ref      []byte `json:"ref"`
 }
 
 // Draft encodes v as the payload of a new event of type typ.

@@ -49,6 +49,8 @@ func (a *apiKeys) IssueCredential(userID, clientID string, key ed25519.PublicKey
 	})
 }
 
+func (a *apiKeys) SignBundle(b identity.Bundle) ([]byte, error) { return a.keys.SignBundle(b) }
+
 func (a *apiKeys) PublicKeysJSON() ([]byte, error) { return a.keys.PublicKeys().Marshal(), nil }
 
 func (a *apiKeys) VerifyRequest(r *http.Request, body []byte, lookup func(string) (ed25519.PublicKey, error)) (string, error) {

@@ -38,6 +38,8 @@ type Config struct {
 	// with its JetStream state in DataDir/nats. Name and StoreDir are
 	// filled in when empty.
 	Bus federation.BusConfig
+	// DirectoryLimits overrides the directory rate limits.
+	DirectoryLimits *api.DirectoryLimits
 }
 
 // Node is a running homeserver.
@@ -64,15 +66,22 @@ func KeysDir(dataDir string) string { return filepath.Join(dataDir, "keys") }
 // Projections returns the homeserver's projection set. Replay and audit
 // use the same set as the live writer.
 func Projections() *projections.Set {
-	return projections.NewSet(projections.Directory{})
+	return projections.NewSet(projections.Directory{}, projections.KeyPackages{})
 }
 
-// NewValidator returns the validator for a homeserver with these keys.
-func NewValidator(domain string, keys *identity.KeySet) *validation.Validator {
+// NewValidator returns the validator for a homeserver whose keys are in
+// keysDir.
+func NewValidator(domain string, keys *identity.KeySet, keysDir string) (*validation.Validator, error) {
+	q, err := loadQueueIDs(keysDir)
+	if err != nil {
+		return nil, err
+	}
 	return &validation.Validator{Env: validation.Env{
-		Domain:          domain,
-		CheckCredential: credentialChecker(keys),
-	}}
+		Domain:           domain,
+		CheckCredential:  credentialChecker(keys),
+		CheckQueueConfig: queueConfigChecker(keys, q),
+		QueueID:          q.QueueID,
+	}}, nil
 }
 
 // handler joins the validator (Decide) and the projections (Apply).
@@ -103,7 +112,9 @@ func Open(cfg Config) (*Node, error) {
 		return nil, fmt.Errorf("keys: %w", err)
 	}
 	n := &Node{cfg: cfg, Keys: keys, Set: Projections(), Metrics: api.NewMetrics()}
-	n.Validator = NewValidator(cfg.Domain, keys)
+	if n.Validator, err = NewValidator(cfg.Domain, keys, KeysDir(cfg.DataDir)); err != nil {
+		return nil, err
+	}
 	n.Log, err = eventlog.Open(StoreDir(cfg.DataDir), eventlog.Options{
 		Origin:  cfg.Domain,
 		Signer:  keys.LogSigner(),
@@ -136,6 +147,8 @@ func Open(cfg Config) (*Node, error) {
 		RequestWindow: cfg.RequestWindow,
 		Now:           cfg.Clock,
 		Ready:         n.Bus.Ready,
+		Validator:     n.Validator,
+		Limits:        cfg.DirectoryLimits,
 	})
 	return n, nil
 }

@@ -42,6 +42,9 @@ type RegisteredReply struct {
 	UserID     string `json:"user_id"`
 	ClientID   string `json:"client_id"`
 	Credential []byte `json:"credential"`
+	// QueueID is the client's secret queue id, to seal into the queue
+	// config of its KeyPackages.
+	QueueID []byte `json:"queue_id"`
 }
 
 var userName = regexp.MustCompile(`^[a-z0-9._-]{1,64}$`)
@@ -90,7 +93,7 @@ func (v *Validator) registerUser(r eventlog.Reader, c RegisterUser) (eventlog.De
 	if err := v.checkClient(r, c.UserID, c.Client); err != nil {
 		return eventlog.Decision{}, err
 	}
-	return registered(c.UserID, c.Client,
+	return v.registered(c.UserID, c.Client,
 		events.Draft(events.TypeUserRegistered, events.UserRegistered{UserID: c.UserID}))
 }
 
@@ -111,11 +114,11 @@ func (v *Validator) registerClient(r eventlog.Reader, c RegisterClient) (eventlo
 	if err := v.checkClient(r, c.UserID, c.Client); err != nil {
 		return eventlog.Decision{}, err
 	}
-	return registered(c.UserID, c.Client)
+	return v.registered(c.UserID, c.Client)
 }
 
-func registered(userID string, c ClientReg, first ...eventlog.Draft) (eventlog.Decision, error) {
-	reply, err := json.Marshal(RegisteredReply{UserID: userID, ClientID: c.ClientID, Credential: c.Credential})
+func (v *Validator) registered(userID string, c ClientReg, first ...eventlog.Draft) (eventlog.Decision, error) {
+	reply, err := json.Marshal(RegisteredReply{UserID: userID, ClientID: c.ClientID, Credential: c.Credential, QueueID: v.Env.QueueID(c.ClientID)})
 	if err != nil {
 		return eventlog.Decision{}, err
 	}

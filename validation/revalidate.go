@@ -1,7 +1,10 @@
 package validation
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
+	"time"
 
 	"github.com/mlshome/homeserver/eventlog"
 	"github.com/mlshome/homeserver/events"
@@ -46,6 +49,33 @@ func (v *Validator) Revalidate(r eventlog.Reader, ev *eventlog.Event) error {
 			return Reject(CodeTooManyClients, "a user may register at most %d clients", MaxClientsPerUser)
 		}
 		return v.checkClient(r, e.UserID, ClientReg{ClientID: e.ClientID, SignatureKey: e.SignatureKey, Credential: e.Credential})
+	case events.TypeKeyPackagesPublished:
+		var e events.KeyPackagesPublished
+		if err := events.Decode(ev, &e); err != nil {
+			return Reject(CodeMalformed, "%v", err)
+		}
+		raws := make([][]byte, len(e.KeyPackages))
+		for i, kp := range e.KeyPackages {
+			raws[i] = kp.Data
+		}
+		checked, err := v.CheckKeyPackages(e.ClientID, raws, time.Unix(0, ev.Time))
+		if err != nil {
+			return err
+		}
+		for i := range checked {
+			a, _ := json.Marshal(checked[i])
+			b, _ := json.Marshal(e.KeyPackages[i])
+			if !bytes.Equal(a, b) {
+				return Reject(CodeInvalidKeyPackage, "KeyPackage %d: recorded metadata differs from the KeyPackage", i)
+			}
+		}
+		return checkPublish(r, ev.Time, e.UserID, e.ClientID, e.KeyPackages)
+	case events.TypeKeyPackageClaimed:
+		var e events.KeyPackageClaimed
+		if err := events.Decode(ev, &e); err != nil {
+			return Reject(CodeMalformed, "%v", err)
+		}
+		return revalidateClaim(r, ev, e)
 	}
 	return Reject(CodeUnknownCommand, "unknown event type %q", ev.Type)
 }

@@ -17,6 +17,12 @@ type Env struct {
 	// CheckCredential verifies that cred is a client credential signed by
 	// this homeserver's authentication key for exactly these values.
 	CheckCredential func(cred []byte, userID, clientID string, signatureKey []byte) error
+	// CheckQueueConfig verifies that a sealed queue config opens with this
+	// homeserver's queue key and names a queue it issued to clientID.
+	CheckQueueConfig func(sealed []byte, clientID string) error
+	// QueueID returns the secret queue id of a local client, told to the
+	// client when it registers.
+	QueueID func(clientID string) []byte
 }
 
 // Validator decides commands. It implements eventlog.Handler's Decide.
@@ -31,6 +37,10 @@ func (v *Validator) Decide(r eventlog.Reader, now int64, cmd any) (eventlog.Deci
 		return v.registerUser(r, c)
 	case RegisterClient:
 		return v.registerClient(r, c)
+	case PublishKeyPackages:
+		return v.publishKeyPackages(r, now, c)
+	case ClaimKeyPackages:
+		return v.claimKeyPackages(r, now, c)
 	default:
 		return eventlog.Decision{}, Reject(CodeUnknownCommand, "unknown command %T", cmd)
 	}
