@@ -64,8 +64,10 @@ const (
 // change. Use [errors.As] to get at it, [CodeOf] to read the code, or
 // errors.Is(err, &Error{Code: CodeExpired}) to test for one code.
 type Error struct {
+	// Code is the stable machine code.
 	Code string
-	Msg  string
+	// Msg explains the failure to a human; it is not stable.
+	Msg string
 }
 
 // Error implements the error interface as "code: message".

@@ -63,10 +63,13 @@ type KeySet struct {
 
 // GenerateKeySet returns a fresh in-memory key set for domain, reading all
 // key material from rnd. Use it in tests and tools; a server uses
-// [LoadOrCreateKeySet].
+// [LoadOrCreateKeySet]. A nil rnd means crypto/rand.Reader.
 func GenerateKeySet(domain string, rnd io.Reader) (*KeySet, error) {
 	if err := ValidateDomain(domain); err != nil {
 		return nil, err
+	}
+	if rnd == nil {
+		rnd = rand.Reader
 	}
 	var seeds [4][32]byte
 	for i := range seeds {

@@ -187,3 +187,27 @@ func TestGenerateKeySetDeterministicFromReader(t *testing.T) {
 		t.Fatal("generated a key set for an invalid domain")
 	}
 }
+
+func FuzzParsePublicKeys(f *testing.F) {
+	ks := testKeySet(f, "hs1.test", 1)
+	f.Add(ks.PublicKeys().Marshal())
+	f.Add([]byte(`{"version":1,"domain":"x"}`))
+	f.Add([]byte(`null`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		p, err := ParsePublicKeys(data, "")
+		if err != nil {
+			if CodeOf(err) == "" {
+				t.Fatalf("untyped error %v", err)
+			}
+			return
+		}
+		// An accepted document survives a round trip through its
+		// canonical encoding.
+		if _, err := ParsePublicKeys(p.Marshal(), p.Domain); err != nil {
+			t.Fatalf("canonical re-encoding rejected: %v", err)
+		}
+		if _, err := p.LogVerifier(); err != nil {
+			t.Fatal(err)
+		}
+	})
+}

@@ -2,6 +2,7 @@ package identity
 
 import (
 	"bytes"
+	"crypto/rand"
 	"fmt"
 	"io"
 
@@ -52,13 +53,16 @@ type QueueConfig struct {
 //
 // where version and domain are bound into the HPKE info and AAD, so the
 // domain cannot be swapped. queuePub should come from the target
-// homeserver's [PublicKeys].
+// homeserver's [PublicKeys]. A nil rnd means crypto/rand.Reader.
 func SealQueueConfig(qc QueueConfig, queuePub []byte, rnd io.Reader) ([]byte, error) {
 	if err := checkDomain(qc.Domain); err != nil {
 		return nil, err
 	}
 	if len(qc.QueueID) < MinQueueIDLen || len(qc.QueueID) > MaxQueueIDLen {
 		return nil, errorf(CodeBadQueueID, "queue id must be %d to %d bytes", MinQueueIDLen, MaxQueueIDLen)
+	}
+	if rnd == nil {
+		rnd = rand.Reader
 	}
 	pk, err := queueSuiteKEM().UnmarshalBinaryPublicKey(queuePub)
 	if err != nil {
