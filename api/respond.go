@@ -6,11 +6,13 @@ package api
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"time"
 
 	"github.com/mlshome/homeserver/eventlog"
 	"github.com/mlshome/homeserver/validation"
@@ -92,4 +94,8 @@ func decodeStrict(b []byte, v any) error {
 		return validation.Reject(validation.CodeMalformed, "body: trailing data after the JSON object")
 	}
 	return nil
+}
+
+func contextWithDeadline(r *http.Request, d time.Time) (context.Context, context.CancelFunc) {
+	return context.WithDeadline(r.Context(), d)
 }

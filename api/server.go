@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/mlshome/homeserver/eventlog"
+	"github.com/mlshome/homeserver/tokens"
 	"github.com/mlshome/homeserver/validation"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -30,6 +31,10 @@ type Config struct {
 	Validator *validation.Validator
 	// Limits are the directory rate limits (zero value: defaults).
 	Limits *DirectoryLimits
+	// GroupLimits are the MD-8 limits (nil: defaults).
+	GroupLimits *GroupLimits
+	// Tokens issues and redeems group-creation tokens.
+	Tokens *tokens.Issuer
 	// Relay carries directory requests for other homeservers' users; nil
 	// answers them with federation_unavailable.
 	Relay Relay
@@ -42,6 +47,8 @@ type Server struct {
 	metrics *Metrics
 	mux     *http.ServeMux
 	limits  directoryLimiters
+
+	groupLimits groupLimiters
 }
 
 // New builds the server and its routes.
@@ -59,7 +66,11 @@ func New(cfg Config) *Server {
 	if cfg.Limits != nil {
 		limits = *cfg.Limits
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, metrics: cfg.Metrics, mux: http.NewServeMux(), limits: newDirectoryLimiters(limits)}
+	gl := DefaultGroupLimits
+	if cfg.GroupLimits != nil {
+		gl = *cfg.GroupLimits
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, metrics: cfg.Metrics, mux: http.NewServeMux(), limits: newDirectoryLimiters(limits), groupLimits: newGroupLimiters(gl)}
 	s.route("GET /healthz", s.healthz)
 	s.route("GET /readyz", s.readyz)
 	if cfg.Metrics != nil {
@@ -72,6 +83,13 @@ func New(cfg Config) *Server {
 	s.route("GET /v1/keypackages/count", s.countKeyPackages)
 	s.route("POST /v1/directory/lookup", s.lookup)
 	s.route("POST /v1/directory/claim", s.claim)
+	s.route("GET /v1/tokens/keys", s.tokenKeys)
+	s.route("POST /v1/tokens", s.issueTokens)
+	s.route("POST /v1/groups", s.createGroup)
+	s.route("POST /v1/groups/{group}/handshake", s.handshake)
+	s.route("POST /v1/groups/{group}/messages", s.message)
+	s.route("GET /v1/queue", s.fetchQueue)
+	s.route("POST /v1/queue/ack", s.ackQueue)
 	s.route("GET /v1/log/checkpoint", s.checkpoint)
 	s.route("GET /v1/log/proof/inclusion", s.inclusionProof)
 	s.route("GET /v1/log/proof/consistency", s.consistencyProof)

@@ -23,6 +23,13 @@ const (
 
 	TypeKeyPackagesPublished = "KeyPackagesPublished"
 	TypeKeyPackageClaimed    = "KeyPackageClaimed"
+
+	TypeTokensIssued               = "TokensIssued"
+	TypeGroupCreated               = "GroupCreated"
+	TypeCommitAccepted             = "CommitAccepted"
+	TypeProposalAccepted           = "ProposalAccepted"
+	TypeApplicationMessageAccepted = "ApplicationMessageAccepted"
+	TypeQueueAcked                 = "QueueAcked"
 )
 
 // UserRegistered records a new local user.
@@ -63,6 +70,75 @@ type KeyPackageClaimed struct {
 	UserID   string `json:"user_id"`
 	ClientID string `json:"client_id"`
 	Ref      []byte `json:"ref"`
+}
+
+// TokensIssued records that a user's client got Count group-creation
+// tokens in allowance window Window (GC-6). The blinded elements are not
+// recorded: they would add nothing but linkability risk.
+type TokensIssued struct {
+	UserID string `json:"user_id"`
+	Window int64  `json:"window"`
+	Count  int    `json:"count"`
+}
+
+// GroupCreated records a new group owned by this homeserver: its epoch-0
+// GroupInfo and ratchet tree, the creator's sealed queue config, and the
+// spent token's key id and nonce (GC-4: nothing names the creator).
+type GroupCreated struct {
+	GroupID     []byte `json:"group_id"`
+	GroupInfo   []byte `json:"group_info"`
+	RatchetTree []byte `json:"ratchet_tree,omitempty"`
+	QueueConfig []byte `json:"queue_config"`
+	TokenKeyID  []byte `json:"token_key_id"`
+	TokenNonce  []byte `json:"token_nonce"`
+	Token       []byte `json:"token"`
+	Signature   []byte `json:"signature"`
+}
+
+// AddedLeaf is a member added by a commit, with what routing needs.
+type AddedLeaf struct {
+	Leaf          uint32 `json:"leaf"`
+	KeyPackageRef []byte `json:"key_package_ref"`
+	QueueConfig   []byte `json:"queue_config"`
+}
+
+// CommitAccepted records the one commit accepted for an epoch, with the
+// Welcome for the members it added, and the membership change the
+// observer computed (replay recomputes and the audit compares).
+type CommitAccepted struct {
+	GroupID []byte      `json:"group_id"`
+	Epoch   uint64      `json:"epoch"` // the new epoch
+	Sender  uint32      `json:"sender"`
+	Message []byte      `json:"message"`
+	Welcome []byte      `json:"welcome,omitempty"`
+	Added   []AddedLeaf `json:"added,omitempty"`
+	Removed []uint32    `json:"removed,omitempty"`
+	Updated []uint32    `json:"updated,omitempty"`
+}
+
+// ProposalAccepted records a proposal stored for the current epoch.
+type ProposalAccepted struct {
+	GroupID []byte `json:"group_id"`
+	Epoch   uint64 `json:"epoch"`
+	Sender  uint32 `json:"sender"`
+	Message []byte `json:"message"`
+}
+
+// ApplicationMessageAccepted records an application message (a
+// PrivateMessage) with the sender leaf's request signature.
+type ApplicationMessageAccepted struct {
+	GroupID          []byte `json:"group_id"`
+	Epoch            uint64 `json:"epoch"`
+	Sender           uint32 `json:"sender"`
+	Message          []byte `json:"message"`
+	RequestSignature []byte `json:"request_signature"`
+}
+
+// QueueAcked records that a local client acknowledged its queue up to and
+// including sequence UpTo.
+type QueueAcked struct {
+	ClientID string `json:"client_id"`
+	UpTo     uint64 `json:"up_to"`
 }
 
 // Draft encodes v as the payload of a new event of type typ.

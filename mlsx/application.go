@@ -65,6 +65,35 @@ func AppRequestTBS(groupID []byte, epoch uint64, leaf uint32, msgDigest []byte) 
 //
 // The content is never decrypted: the observer holds no secrets.
 func (o *Observer) CheckApplication(msg []byte, sender uint32, reqSig []byte, epochWindow uint64) (*AppInfo, error) {
+	ln := o.tree.leaf(sender)
+	var sigKey []byte
+	if ln != nil {
+		sigKey = ln.sigKey
+	}
+	return CheckApplicationWith(AppContext{
+		GroupID: o.groupID, Epoch: o.epoch, CipherSuite: uint16(o.s.id), EpochWindow: epochWindow,
+	}, msg, sender, sigKey, reqSig)
+}
+
+// AppContext is what checking an application message needs of its group:
+// the Delivery Service keeps it (and each member leaf's signature key)
+// apart from the full observer state, so the check costs one signature
+// verification and no tree decoding.
+type AppContext struct {
+	GroupID     []byte
+	Epoch       uint64 // the group's current epoch
+	CipherSuite uint16
+	EpochWindow uint64
+}
+
+// CheckApplicationWith is CheckApplication with the group given by its
+// context and the sender by its current signature key (nil if the sender
+// is not a member leaf).
+func CheckApplicationWith(g AppContext, msg []byte, sender uint32, sigKey, reqSig []byte) (*AppInfo, error) {
+	s, ok := suiteFor(g.CipherSuite)
+	if !ok {
+		return nil, errf(CodeUnsupported, "cipher suite %d", g.CipherSuite)
+	}
 	r := newReader(msg)
 	wf, err := parseMLSMessageHeader(r)
 	if err != nil {
@@ -77,24 +106,23 @@ func (o *Observer) CheckApplication(msg []byte, sender uint32, reqSig []byte, ep
 	if err != nil {
 		return nil, decodeErr("private message", err)
 	}
-	if !bytes.Equal(h.groupID, o.groupID) {
+	if !bytes.Equal(h.groupID, g.GroupID) {
 		return nil, errf(CodeWrongGroup, "message for another group")
 	}
 	if h.contentType != contentApplication {
 		return nil, errf(CodeUnsupported, "handshake messages must be PublicMessage")
 	}
-	if h.epoch > o.epoch || o.epoch-h.epoch > epochWindow {
-		return nil, errf(CodeStaleEpoch, "message epoch %d, group epoch %d, window %d", h.epoch, o.epoch, epochWindow)
+	if h.epoch > g.Epoch || g.Epoch-h.epoch > g.EpochWindow {
+		return nil, errf(CodeStaleEpoch, "message epoch %d, group epoch %d, window %d", h.epoch, g.Epoch, g.EpochWindow)
 	}
-	ln := o.tree.leaf(sender)
-	if ln == nil {
+	if sigKey == nil {
 		return nil, errf(CodeNotAMember, "leaf %d is not a member", sender)
 	}
 	digest := AppRequestDigest(msg)
-	if !o.s.verify(ln.sigKey, AppRequestLabel, AppRequestTBS(o.groupID, h.epoch, sender, digest), reqSig) {
+	if !s.verify(sigKey, AppRequestLabel, AppRequestTBS(g.GroupID, h.epoch, sender, digest), reqSig) {
 		return nil, errf(CodeBadSignature, "request signature by leaf %d does not verify", sender)
 	}
-	return &AppInfo{GroupID: bytes.Clone(o.groupID), Epoch: h.epoch, Sender: sender, Digest: digest}, nil
+	return &AppInfo{GroupID: bytes.Clone(g.GroupID), Epoch: h.epoch, Sender: sender, Digest: digest}, nil
 }
 
 // WelcomeInfo is the cleartext of a Welcome message.

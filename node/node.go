@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/mlshome/homeserver/api"
@@ -40,6 +41,13 @@ type Config struct {
 	Bus federation.BusConfig
 	// DirectoryLimits overrides the directory rate limits.
 	DirectoryLimits *api.DirectoryLimits
+	// Tokens configures group-creation tokens (zero: defaults).
+	Tokens TokenPolicy
+	// EpochWindow is how many epochs back an application message may be
+	// (0: DefaultEpochWindow).
+	EpochWindow uint64
+	// GroupLimits are the MD-8 limits (nil: defaults).
+	GroupLimits *api.GroupLimits
 }
 
 // Node is a running homeserver.
@@ -53,6 +61,10 @@ type Node struct {
 	API       *api.Server
 	Bus       *federation.Bus
 
+	keyring *keyring
+	stop    chan struct{}
+	wg      sync.WaitGroup
+
 	ln  net.Listener
 	srv *http.Server
 }
@@ -62,27 +74,6 @@ func StoreDir(dataDir string) string { return filepath.Join(dataDir, "store") }
 
 // KeysDir returns the key directory of a data dir.
 func KeysDir(dataDir string) string { return filepath.Join(dataDir, "keys") }
-
-// Projections returns the homeserver's projection set. Replay and audit
-// use the same set as the live writer.
-func Projections() *projections.Set {
-	return projections.NewSet(projections.Directory{}, projections.KeyPackages{})
-}
-
-// NewValidator returns the validator for a homeserver whose keys are in
-// keysDir.
-func NewValidator(domain string, keys *identity.KeySet, keysDir string) (*validation.Validator, error) {
-	q, err := loadQueueIDs(keysDir)
-	if err != nil {
-		return nil, err
-	}
-	return &validation.Validator{Env: validation.Env{
-		Domain:           domain,
-		CheckCredential:  credentialChecker(keys),
-		CheckQueueConfig: queueConfigChecker(keys, q),
-		QueueID:          q.QueueID,
-	}}, nil
-}
 
 // handler joins the validator (Decide) and the projections (Apply).
 type handler struct {
@@ -107,14 +98,17 @@ func Open(cfg Config) (*Node, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
-	keys, err := identity.LoadOrCreateKeySet(KeysDir(cfg.DataDir), cfg.Domain)
-	if err != nil {
-		return nil, fmt.Errorf("keys: %w", err)
+	cfg.Tokens.fill()
+	if cfg.EpochWindow == 0 {
+		cfg.EpochWindow = DefaultEpochWindow
 	}
-	n := &Node{cfg: cfg, Keys: keys, Set: Projections(), Metrics: api.NewMetrics()}
-	if n.Validator, err = NewValidator(cfg.Domain, keys, KeysDir(cfg.DataDir)); err != nil {
+	k, err := openKeyring(cfg.DataDir, cfg.Domain, true, cfg.Tokens, cfg.Clock())
+	if err != nil {
 		return nil, err
 	}
+	keys := k.keys
+	n := &Node{cfg: cfg, Keys: keys, keyring: k, Set: k.projectionSet(), Metrics: api.NewMetrics(), stop: make(chan struct{})}
+	n.Validator = k.validator(cfg.Tokens, cfg.EpochWindow)
 	n.Log, err = eventlog.Open(StoreDir(cfg.DataDir), eventlog.Options{
 		Origin:  cfg.Domain,
 		Signer:  keys.LogSigner(),
@@ -149,7 +143,11 @@ func Open(cfg Config) (*Node, error) {
 		Ready:         n.Bus.Ready,
 		Validator:     n.Validator,
 		Limits:        cfg.DirectoryLimits,
+		GroupLimits:   cfg.GroupLimits,
+		Tokens:        k.tokens,
 	})
+	n.wg.Add(1)
+	go n.rotateTokens()
 	return n, nil
 }
 
@@ -175,10 +173,27 @@ func (n *Node) URL() string { return "http://" + n.ln.Addr().String() }
 // Domain returns the homeserver's domain.
 func (n *Node) Domain() string { return n.cfg.Domain }
 
+// rotateTokens rotates the token issuing key on schedule.
+func (n *Node) rotateTokens() {
+	defer n.wg.Done()
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		n.keyring.rotateTokens(n.cfg.Clock(), n.cfg.Tokens.Rotation, n.cfg.Logger)
+		select {
+		case <-n.stop:
+			return
+		case <-t.C:
+		}
+	}
+}
+
 // Shutdown stops accepting requests, lets in-flight ones finish (their
 // batch completes), then closes the log.
 func (n *Node) Shutdown(ctx context.Context) error {
 	var errs []error
+	close(n.stop)
+	n.wg.Wait()
 	if n.srv != nil {
 		if err := n.srv.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("http shutdown: %w", err))

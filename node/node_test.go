@@ -233,7 +233,7 @@ func TestLOG_2_RebuildEqualsLive(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer fresh.Close()
-	if err := node.Projections().Rebuild(eventlog.NewReader(snap), fresh, size, nil); err != nil {
+	if err := n.Set.Rebuild(eventlog.NewReader(snap), fresh, size, nil); err != nil {
 		t.Fatal(err)
 	}
 	d, err := projections.Compare(snap, fresh)

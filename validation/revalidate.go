@@ -76,6 +76,88 @@ func (v *Validator) Revalidate(r eventlog.Reader, ev *eventlog.Event) error {
 			return Reject(CodeMalformed, "%v", err)
 		}
 		return revalidateClaim(r, ev, e)
+	case events.TypeTokensIssued:
+		var e events.TokensIssued
+		if err := events.Decode(ev, &e); err != nil {
+			return Reject(CodeMalformed, "%v", err)
+		}
+		if _, err := (projections.DirectoryView{R: r}).User(e.UserID); err != nil {
+			return Reject(CodeUnknownUser, "no user %s", e.UserID)
+		}
+		d, err := v.issueTokens(r, ev.Time, IssueTokens{UserID: e.UserID, Count: e.Count})
+		if err != nil {
+			return err
+		}
+		return samePayload(ev, d.Events[0])
+	case events.TypeGroupCreated:
+		var e events.GroupCreated
+		if err := events.Decode(ev, &e); err != nil {
+			return Reject(CodeMalformed, "%v", err)
+		}
+		if v.Env.VerifyToken == nil {
+			return Reject(CodeInvalidToken, "no token keys to verify with")
+		}
+		keyID, nonce, err := v.Env.VerifyToken(e.Token, time.Unix(0, ev.Time))
+		if err != nil {
+			return Reject(CodeInvalidToken, "%v", err)
+		}
+		if !bytes.Equal(keyID, e.TokenKeyID) || !bytes.Equal(nonce, e.TokenNonce) {
+			return Reject(CodeInvalidToken, "recorded token key id or nonce differs from the token")
+		}
+		d, err := v.createGroup(r, ev.Time, CreateGroup{GroupID: e.GroupID, GroupInfo: e.GroupInfo, RatchetTree: e.RatchetTree,
+			QueueConfig: e.QueueConfig, Token: e.Token, TokenKeyID: e.TokenKeyID, TokenNonce: e.TokenNonce, Signature: e.Signature})
+		if err != nil {
+			return err
+		}
+		return samePayload(ev, d.Events[0])
+	case events.TypeCommitAccepted, events.TypeProposalAccepted:
+		var h Handshake
+		if ev.Type == events.TypeCommitAccepted {
+			var e events.CommitAccepted
+			if err := events.Decode(ev, &e); err != nil {
+				return Reject(CodeMalformed, "%v", err)
+			}
+			h = Handshake{GroupID: e.GroupID, Message: e.Message, Welcome: e.Welcome}
+		} else {
+			var e events.ProposalAccepted
+			if err := events.Decode(ev, &e); err != nil {
+				return Reject(CodeMalformed, "%v", err)
+			}
+			h = Handshake{GroupID: e.GroupID, Message: e.Message}
+		}
+		c, err := v.checkHandshake(r, ev.Time, h)
+		if err != nil {
+			return err
+		}
+		return samePayload(ev, c.draft)
+	case events.TypeApplicationMessageAccepted:
+		var e events.ApplicationMessageAccepted
+		if err := events.Decode(ev, &e); err != nil {
+			return Reject(CodeMalformed, "%v", err)
+		}
+		epoch, _, err := v.CheckAppMessage(r, e.GroupID, e.Sender, e.Message, e.RequestSignature)
+		if err != nil {
+			return err
+		}
+		if epoch != e.Epoch {
+			return Reject(CodeMalformed, "recorded epoch %d, group epoch %d", e.Epoch, epoch)
+		}
+		return nil
+	case events.TypeQueueAcked:
+		var e events.QueueAcked
+		if err := events.Decode(ev, &e); err != nil {
+			return Reject(CodeMalformed, "%v", err)
+		}
+		_, err := v.ackQueue(r, AckQueue{ClientID: e.ClientID, UpTo: e.UpTo})
+		return err
 	}
 	return Reject(CodeUnknownCommand, "unknown event type %q", ev.Type)
+}
+
+// samePayload checks that re-deciding produced exactly the recorded event.
+func samePayload(ev *eventlog.Event, d eventlog.Draft) error {
+	if d.Type != ev.Type || !bytes.Equal(d.Payload, ev.Payload) {
+		return Reject(CodeMalformed, "the event differs from what its checks produce today")
+	}
+	return nil
 }

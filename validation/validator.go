@@ -5,8 +5,11 @@
 package validation
 
 import (
+	"time"
+
 	"crypto/sha256"
 	"encoding/hex"
+	"github.com/mlshome/homeserver/projections"
 
 	"github.com/mlshome/homeserver/eventlog"
 )
@@ -23,6 +26,17 @@ type Env struct {
 	// QueueID returns the secret queue id of a local client, told to the
 	// client when it registers.
 	QueueID func(clientID string) []byte
+	// ResolveQueue opens a sealed queue config (local ones to a client id,
+	// others to their domain).
+	ResolveQueue projections.QueueResolver
+	// TokenAllowance tokens per user per TokenWindow (GC-6).
+	TokenAllowance int
+	TokenWindow    time.Duration
+	// EpochWindow is how many epochs back an application message may be.
+	EpochWindow uint64
+	// VerifyToken verifies a group-creation token at time now and returns
+	// its key id and nonce (for audits; the API redeems on the request path).
+	VerifyToken func(token []byte, now time.Time) (keyID, nonce []byte, err error)
 }
 
 // Validator decides commands. It implements eventlog.Handler's Decide.
@@ -41,6 +55,16 @@ func (v *Validator) Decide(r eventlog.Reader, now int64, cmd any) (eventlog.Deci
 		return v.publishKeyPackages(r, now, c)
 	case ClaimKeyPackages:
 		return v.claimKeyPackages(r, now, c)
+	case IssueTokens:
+		return v.issueTokens(r, now, c)
+	case CreateGroup:
+		return v.createGroup(r, now, c)
+	case Handshake:
+		return v.handshake(r, now, c)
+	case AppMessage:
+		return v.appMessage(r, c)
+	case AckQueue:
+		return v.ackQueue(r, c)
 	default:
 		return eventlog.Decision{}, Reject(CodeUnknownCommand, "unknown command %T", cmd)
 	}

@@ -211,7 +211,11 @@ func checkStore(t *testing.T, data string, acked []string) {
 		t.Fatal(err)
 	}
 	defer fresh.Close()
-	if err := node.Projections().Rebuild(eventlog.NewReader(l.DB()), fresh, l.Size(), nil); err != nil {
+	set, _, _, err := node.ForAudit(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := set.Rebuild(eventlog.NewReader(l.DB()), fresh, l.Size(), nil); err != nil {
 		t.Fatal(err)
 	}
 	d, err := projections.Compare(l.DB(), fresh)

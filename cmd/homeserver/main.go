@@ -2,6 +2,7 @@
 //
 //	homeserver serve     run a homeserver (embedded Pebble and NATS by default)
 //	homeserver replay    rebuild the projections from the log and compare
+//	homeserver audit     check the Merkle tree and re-validate every event
 //	homeserver version   print the version
 //
 // Run `homeserver <command> -h` for the flags of a command.
@@ -26,6 +27,8 @@ const usage = `usage: homeserver <command> [flags]
 commands:
   serve     run a homeserver (embedded Pebble and NATS by default)
   replay    rebuild every projection from the log and compare with the live ones
+  audit     check the log against its signed checkpoint and re-validate every
+            event; export, verify and prove events (homeserver audit help)
   version   print the version
 `
 
@@ -47,6 +50,8 @@ func run(args []string, stdout, stderr io.Writer, getenv func(string) string) in
 		err = serve(args[1:], stderr, getenv)
 	case "replay":
 		err = replay(args[1:], stdout, stderr)
+	case "audit":
+		err = auditCmd(args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "homeserver", version)
 	case "-h", "--help", "help":

@@ -62,7 +62,12 @@ func replay(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "replaying %d of %d events from %s\n", target, size, *data)
 	start := time.Now()
 	bar := newProgress(stderr, "replay")
-	if err := node.Projections().Rebuild(srcR, dst, target, bar.update); err != nil {
+	set, _, _, err := node.ForAudit(*data)
+	if err != nil {
+		fmt.Fprintf(stderr, "warning: %v; local queues are not rebuilt without the private keys\n", err)
+		set = node.PublicProjections()
+	}
+	if err := set.Rebuild(srcR, dst, target, bar.update); err != nil {
 		return err
 	}
 	bar.done()
