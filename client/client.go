@@ -18,6 +18,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-retryablehttp"
@@ -174,6 +175,9 @@ type Client struct {
 	QueueID    []byte
 	key        ed25519.PrivateKey
 	mls        *mlsx.Identity
+
+	gsOnce sync.Once
+	gs     *groupState
 }
 
 type registered struct {

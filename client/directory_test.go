@@ -17,7 +17,6 @@ import (
 	"github.com/mlshome/homeserver/eventlog"
 	"github.com/mlshome/homeserver/identity"
 	"github.com/mlshome/homeserver/mlsx"
-	"github.com/mlshome/homeserver/node"
 	"github.com/mlshome/homeserver/projections"
 )
 
@@ -189,7 +188,7 @@ func TestKeyPackageInventoryRebuildsIdentically(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer fresh.Close()
-	if err := node.Projections().Rebuild(eventlog.NewReader(snap), fresh, size, nil); err != nil {
+	if err := h.node.Set.Rebuild(eventlog.NewReader(snap), fresh, size, nil); err != nil {
 		t.Fatal(err)
 	}
 	if d, err := projections.Compare(snap, fresh); err != nil || !d.Equals {
