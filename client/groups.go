@@ -193,6 +193,26 @@ func (c *Client) PrepareGroup(gid []byte) (*Group, *CreateGroupRequest, error) {
 	return &Group{c: c, ID: gid, m: m}, req, nil
 }
 
+// PrepareGroupNoToken makes an epoch-0 group without a token (for tests
+// of refusals).
+func (c *Client) PrepareGroupNoToken(gid []byte) (*Group, []byte, error) {
+	id, err := c.MLS()
+	if err != nil {
+		return nil, nil, err
+	}
+	m, err := id.CreateGroup(gid, lifetime())
+	if err != nil {
+		return nil, nil, err
+	}
+	return &Group{c: c, ID: gid, m: m}, nil, nil
+}
+
+// SubmitRaw posts body to path unsigned and returns the homeserver's
+// verdict (for tests and tools).
+func (c *Conn) SubmitRaw(ctx context.Context, path string, body any) error {
+	return c.do(ctx, http.MethodPost, path, body, nil, nil)
+}
+
 // SubmitGroup sends a prepared creation request and, once accepted, keeps
 // the group.
 func (c *Client) SubmitGroup(ctx context.Context, g *Group, req *CreateGroupRequest) error {
@@ -253,8 +273,9 @@ func (g *Group) Add(ctx context.Context, dir *Directory, users ...string) error 
 		if err != nil {
 			return fmt.Errorf("claim %s: %w", u, err)
 		}
-		for _, c := range vb.Clients {
-			if len(c.KeyPackage) > 0 {
+		for i, c := range vb.Clients {
+			// The adding client itself is already a member.
+			if len(c.KeyPackage) > 0 && vb.Credentials[i].ClientID != g.c.ClientID {
 				kps = append(kps, c.KeyPackage)
 			}
 		}
@@ -312,14 +333,41 @@ func (g *Group) Leave(ctx context.Context) error {
 // Send encrypts plaintext for the group and sends it with the leaf's
 // request signature.
 func (g *Group) Send(ctx context.Context, plaintext []byte) error {
-	g.mu.Lock()
-	msg, sig, err := g.m.Send(plaintext)
-	leaf := g.m.LeafIndex()
-	g.mu.Unlock()
+	m, err := g.Seal(plaintext)
 	if err != nil {
 		return err
 	}
-	return g.c.Conn.do(ctx, http.MethodPost, g.path("messages"), map[string]any{"sender": leaf, "message": msg, "request_signature": sig}, nil, nil)
+	return g.SendSealed(ctx, m)
+}
+
+// Sealed is an application message ready to send.
+type Sealed struct {
+	Sender           uint32
+	Message          []byte
+	RequestSignature []byte
+}
+
+// Seal encrypts plaintext and signs the request without sending it
+// (benchmarks build messages before timing).
+func (g *Group) Seal(plaintext []byte) (*Sealed, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	msg, sig, err := g.m.Send(plaintext)
+	if err != nil {
+		return nil, err
+	}
+	return &Sealed{Sender: g.m.LeafIndex(), Message: msg, RequestSignature: sig}, nil
+}
+
+// SendSealed sends a sealed application message.
+func (g *Group) SendSealed(ctx context.Context, m *Sealed) error {
+	return g.c.Conn.do(ctx, http.MethodPost, g.path("messages"), map[string]any{"sender": m.Sender, "message": m.Message, "request_signature": m.RequestSignature}, nil, nil)
+}
+
+// SendHandshake posts a raw handshake message (and Welcome) to the group,
+// for tests of what the Delivery Service refuses.
+func (g *Group) SendHandshake(ctx context.Context, msg, welcome []byte) error {
+	return g.c.Conn.do(ctx, http.MethodPost, g.path("handshake"), map[string]any{"message": msg, "welcome": welcome}, nil, nil)
 }
 
 // Incoming is one message the client fetched and processed.
@@ -333,6 +381,8 @@ type Incoming struct {
 	// Joined is set when the message was a Welcome that made the client a
 	// member of GroupID.
 	Joined bool
+	// Raw is the message exactly as delivered (MD-5).
+	Raw []byte
 	// Err is set if the message could not be processed.
 	Err error
 }
@@ -376,7 +426,7 @@ func (c *Client) Fetch(ctx context.Context, wait time.Duration) ([]Incoming, err
 }
 
 func (c *Client) process(q queued) Incoming {
-	in := Incoming{Seq: q.Seq, GroupID: q.GroupID, Type: q.Type, Sender: q.Sender}
+	in := Incoming{Seq: q.Seq, GroupID: q.GroupID, Type: q.Type, Sender: q.Sender, Raw: q.Message}
 	g := c.Group(q.GroupID)
 	if g == nil {
 		if len(q.Welcome) == 0 {

@@ -38,10 +38,15 @@ type harness struct {
 	dir   *client.Directory
 }
 
-func start(t testing.TB, domain string, limits *api.DirectoryLimits) *harness {
+func start(t testing.TB, domain string, limits *api.DirectoryLimits, opts ...func(*node.Config)) *harness {
 	t.Helper()
 	ck := &clock{t: time.Now()}
-	n, err := node.Open(node.Config{Domain: domain, DataDir: t.TempDir(), Listen: "127.0.0.1:0", Clock: ck.Now, DirectoryLimits: limits})
+	cfg := node.Config{Domain: domain, DataDir: t.TempDir(), Listen: "127.0.0.1:0", Clock: ck.Now, DirectoryLimits: limits,
+		GroupLimits: &api.GroupLimits{}}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	n, err := node.Open(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,13 +19,12 @@ import (
 //	p/grp/<hex group id>/meta            GroupMeta (JSON)
 //	p/grp/<hex group id>/leaf/<leaf BE>  LeafRecord (JSON)
 //
-// Nothing here names a user (GC-4, MD-6): leaves carry per-client
-// pseudonym credentials, and a local member's queue is named by its client
-// id only in the leaf record, which no answer to anyone but the owning
-// homeserver's writer reads.
+// Nothing here names a user or a client (GC-4, MD-6): leaves carry
+// per-client pseudonym credentials, and a member's queue is the sealed
+// queue config it put in its KeyPackage, opaque but for its domain. Which
+// local queue a sealed config opens to is the queue projection's business.
 type Groups struct {
-	// Resolve opens a sealed queue config: local queues resolve to a
-	// client id, others to their domain only.
+	// Resolve opens a sealed queue config (used here for its domain only).
 	Resolve QueueResolver
 }
 
@@ -49,8 +48,11 @@ type GroupMeta struct {
 
 // LeafRecord is one member leaf.
 type LeafRecord struct {
-	SignatureKey []byte      `json:"signature_key"`
-	Queue        QueueTarget `json:"queue"`
+	SignatureKey []byte `json:"signature_key"`
+	// Domain is the homeserver of the member's queue; QueueConfig is the
+	// sealed queue config that proves the right to deliver there (FED-5).
+	Domain      string `json:"domain"`
+	QueueConfig []byte `json:"queue_config"`
 }
 
 const grpName = "grp"
@@ -96,7 +98,7 @@ func (g Groups) Apply(rw eventlog.ReadWriter, ev *eventlog.Event) error {
 		if err := g.saveState(rw, e.GroupID, o); err != nil {
 			return err
 		}
-		return setJSON(rw, grpLeafKey(e.GroupID, 0), LeafRecord{SignatureKey: o.LeafSignatureKey(0), Queue: q})
+		return setJSON(rw, grpLeafKey(e.GroupID, 0), LeafRecord{SignatureKey: o.LeafSignatureKey(0), Domain: q.Domain, QueueConfig: e.QueueConfig})
 	case events.TypeProposalAccepted, events.TypeCommitAccepted:
 		var gid, msg []byte
 		var added []events.AddedLeaf
@@ -138,7 +140,7 @@ func (g Groups) Apply(rw eventlog.ReadWriter, ev *eventlog.Event) error {
 			if err != nil {
 				return fmt.Errorf("queue config of added leaf %d: %w", a.Leaf, err)
 			}
-			if err := setJSON(rw, grpLeafKey(gid, a.Leaf), LeafRecord{SignatureKey: o.LeafSignatureKey(a.Leaf), Queue: q}); err != nil {
+			if err := setJSON(rw, grpLeafKey(gid, a.Leaf), LeafRecord{SignatureKey: o.LeafSignatureKey(a.Leaf), Domain: q.Domain, QueueConfig: a.QueueConfig}); err != nil {
 				return err
 			}
 		}
