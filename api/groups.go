@@ -279,6 +279,9 @@ type QueuedMessage struct {
 	Sender  uint32 `json:"sender"`
 	Message []byte `json:"message"`
 	Welcome []byte `json:"welcome,omitempty"`
+	// Removed lists the leaves a commit removes, so a removed member knows
+	// the commit (which it cannot decrypt) ends its membership.
+	Removed []uint32 `json:"removed,omitempty"`
 }
 
 // QueueReply is a batch of queued messages; Next is where to fetch from
@@ -359,7 +362,7 @@ func (s *Server) queued(seqs []uint64, from uint64) (QueueReply, error) {
 		case events.TypeCommitAccepted:
 			var e events.CommitAccepted
 			err = json.Unmarshal(ev.Payload, &e)
-			m.GroupID, m.Epoch, m.Sender, m.Message, m.Welcome = e.GroupID, e.Epoch, e.Sender, e.Message, e.Welcome
+			m.GroupID, m.Epoch, m.Sender, m.Message, m.Welcome, m.Removed = e.GroupID, e.Epoch, e.Sender, e.Message, e.Welcome, e.Removed
 		case events.TypeProposalAccepted:
 			var e events.ProposalAccepted
 			err = json.Unmarshal(ev.Payload, &e)

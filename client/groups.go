@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -47,6 +48,14 @@ func (c *Client) Group(gid []byte) *Group {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.groups[string(gid)]
+}
+
+// ForgetGroup drops the client's state of a group (after it was removed).
+func (c *Client) ForgetGroup(gid []byte) {
+	s := c.state()
+	s.mu.Lock()
+	delete(s.groups, string(gid))
+	s.mu.Unlock()
 }
 
 // Groups returns every group the client is in.
@@ -381,6 +390,9 @@ type Incoming struct {
 	// Joined is set when the message was a Welcome that made the client a
 	// member of GroupID.
 	Joined bool
+	// Left is set when the message was the commit that removed the client;
+	// its state of the group is dropped.
+	Left bool
 	// Raw is the message exactly as delivered (MD-5).
 	Raw []byte
 	// Err is set if the message could not be processed.
@@ -388,13 +400,14 @@ type Incoming struct {
 }
 
 type queued struct {
-	Seq     uint64 `json:"seq"`
-	Type    string `json:"type"`
-	GroupID []byte `json:"group_id"`
-	Epoch   uint64 `json:"epoch"`
-	Sender  uint32 `json:"sender"`
-	Message []byte `json:"message"`
-	Welcome []byte `json:"welcome"`
+	Seq     uint64   `json:"seq"`
+	Type    string   `json:"type"`
+	GroupID []byte   `json:"group_id"`
+	Epoch   uint64   `json:"epoch"`
+	Sender  uint32   `json:"sender"`
+	Message []byte   `json:"message"`
+	Welcome []byte   `json:"welcome"`
+	Removed []uint32 `json:"removed"`
 }
 
 // Fetch fetches the next batch of the client's queue (waiting up to wait
@@ -452,6 +465,11 @@ func (c *Client) process(q queued) Incoming {
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if slices.Contains(q.Removed, g.m.LeafIndex()) && q.Epoch == g.m.Epoch()+1 {
+		c.ForgetGroup(q.GroupID)
+		in.Left = true
+		return in
+	}
 	r, err := g.m.Process(q.Message)
 	if err != nil {
 		in.Err = err
