@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -91,16 +92,35 @@ type writer struct {
 	in           chan request
 	quit         chan struct{}
 	done         chan struct{}
+
+	// Applied batches wait here for the WAL fsync that makes them durable.
+	pending chan *applied
+	synced  chan struct{}
+	brokenM sync.Mutex
+	broken  error // set after a failed fsync: nothing more is accepted
+}
+
+// applied is a batch applied to Pebble (visible) whose callers wait for
+// its WAL fsync.
+type applied struct {
+	b       *pebble.Batch
+	reqs    []request
+	results []result
+	size    uint64
+	events  int
+	start   time.Time
 }
 
 func newWriter(l *Log, m meta) *writer {
 	return &writer{
-		l:      l,
-		m:      m,
-		hashes: newHashCache(),
-		in:     make(chan request, l.opts.MaxBatch),
-		quit:   make(chan struct{}),
-		done:   make(chan struct{}),
+		l:       l,
+		m:       m,
+		hashes:  newHashCache(),
+		in:      make(chan request, l.opts.MaxBatch),
+		quit:    make(chan struct{}),
+		done:    make(chan struct{}),
+		pending: make(chan *applied, 64),
+		synced:  make(chan struct{}),
 	}
 }
 
@@ -150,18 +170,30 @@ func (l *Log) Append(ctx context.Context, cmd Command) (Outcome, error) {
 	}
 }
 
+// run is the writer loop. Each batch is applied with ApplyNoSyncWait: it
+// becomes visible at once, so the next batch can be decided on top of it
+// while syncLoop waits for the WAL fsync and only then answers the
+// callers. The CPU work of one batch thus overlaps the fsync of the
+// previous ones, and Pebble's WAL syncer covers every batch written
+// meanwhile with one fsync (group commit). The WAL is sequential: a crash
+// loses at most a suffix of unsynced batches, none of them acknowledged,
+// and never a batch without the ones before it.
 func (w *writer) run() {
-	defer close(w.done)
+	go w.syncLoop()
+	defer func() {
+		close(w.pending)
+		<-w.synced
+		w.finalCheckpoint()
+		close(w.done)
+	}()
 	w.finalCheckpoint()
-	reqs := make([]request, 0, w.l.opts.MaxBatch)
 	for {
-		reqs = reqs[:0]
+		reqs := make([]request, 0, 16)
 		select {
 		case r := <-w.in:
 			reqs = append(reqs, r)
 		case <-w.quit:
 			w.failPending(ErrClosed)
-			w.finalCheckpoint()
 			return
 		}
 	drain:
@@ -188,11 +220,65 @@ func (w *writer) failPending(err error) {
 	}
 }
 
-// commit decides every request, writes one batch and answers each caller
-// once the batch is durable.
+func (w *writer) isBroken() error {
+	w.brokenM.Lock()
+	defer w.brokenM.Unlock()
+	return w.broken
+}
+
+// syncLoop waits, batch after batch, for the WAL fsync, then answers the
+// batch's callers.
+func (w *writer) syncLoop() {
+	defer close(w.synced)
+	for a := range w.pending {
+		err := a.b.SyncWait()
+		took := time.Since(a.start)
+		a.b.Close()
+		if err != nil {
+			// After a failed fsync the WAL's state is unknown: refuse
+			// everything from now on; a restart recovers the durable prefix.
+			err = fmt.Errorf("fsync log: %w", err)
+			w.brokenM.Lock()
+			if w.broken == nil {
+				w.broken = err
+			}
+			w.brokenM.Unlock()
+		}
+		if err == nil {
+			err = w.isBroken()
+		}
+		if err == nil {
+			w.l.committed(a.size)
+			if w.l.opts.Metrics != nil {
+				w.l.opts.Metrics.ObserveBatch(len(a.reqs), a.events, took)
+			}
+		}
+		for i, r := range a.reqs {
+			if err != nil {
+				r.reply <- result{err: err}
+			} else {
+				r.reply <- a.results[i]
+			}
+		}
+	}
+}
+
+// commit decides every request and applies them in one batch, then hands
+// the batch to syncLoop, which answers the callers once it is durable.
 func (w *writer) commit(reqs []request) {
+	if err := w.isBroken(); err != nil {
+		for _, r := range reqs {
+			r.reply <- result{err: err}
+		}
+		return
+	}
 	b := w.l.db.NewIndexedBatch()
-	defer b.Close()
+	handedOff := false
+	defer func() {
+		if !handedOff {
+			b.Close()
+		}
+	}()
 	rw := batchRW{b: b}
 	results := make([]result, len(reqs))
 
@@ -241,23 +327,17 @@ func (w *writer) commit(reqs []request) {
 		return
 	}
 	start := time.Now()
-	if err := b.Commit(pebble.Sync); err != nil {
+	if err := w.l.db.ApplyNoSyncWait(b, pebble.Sync); err != nil {
 		fail(fmt.Errorf("commit batch: %w", err))
 		return
 	}
-	took := time.Since(start)
+	handedOff = true
 	w.hashes.prune(int64(m.size))
 	w.m = m
 	if signed {
 		w.checkpointed, w.lastSigned = m.size, time.Now()
 	}
-	w.l.committed(m.size)
-	if w.l.opts.Metrics != nil {
-		w.l.opts.Metrics.ObserveBatch(len(reqs), events, took)
-	}
-	for i, r := range reqs {
-		r.reply <- results[i]
-	}
+	w.pending <- &applied{b: b, reqs: reqs, results: results, size: m.size, events: events, start: start}
 }
 
 // decideOne handles one command inside the batch. It returns a *Rejection

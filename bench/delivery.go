@@ -1,0 +1,106 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mlshome/homeserver/client"
+)
+
+// DeliveryOptions configure the delivery benchmark.
+type DeliveryOptions struct {
+	Groups   int // 2-member groups, one sender each (default 64)
+	Messages int // total messages (default 20,000)
+	Size     int // plaintext bytes (default 200)
+	// CPUProfile, if set, is a file for a CPU profile of the timed part.
+	CPUProfile string
+}
+
+// DeliveryResult is the delivery benchmark's outcome.
+type DeliveryResult struct {
+	Options DeliveryOptions `json:"options"`
+	Rate    Rate            `json:"rate"`
+}
+
+// Delivery sends application messages into 2-member groups over HTTP from
+// one concurrent sender per group, every message sealed (encrypted and
+// request-signed) before timing, and reports messages/s with p50/p99 of
+// the request latency (send → accepted and durable).
+func Delivery(ctx context.Context, h *Homeserver, o DeliveryOptions, progress func(string)) (*DeliveryResult, error) {
+	if o.Groups <= 0 {
+		o.Groups = 64
+	}
+	if o.Messages <= 0 {
+		o.Messages = 20000
+	}
+	if o.Size <= 0 {
+		o.Size = 200
+	}
+	per := (o.Messages + o.Groups - 1) / o.Groups
+	groups := make([]*client.Group, o.Groups)
+	sealed := make([][]*client.Sealed, o.Groups)
+	tag := time.Now().UnixNano()
+	for i := range groups {
+		a, err := h.NewUser(ctx, fmt.Sprintf("da%d-%d", tag%100000, i), 1)
+		if err != nil {
+			return nil, err
+		}
+		b, err := h.NewUser(ctx, fmt.Sprintf("db%d-%d", tag%100000, i), 1)
+		if err != nil {
+			return nil, err
+		}
+		if groups[i], err = pair(ctx, h, a, b); err != nil {
+			return nil, err
+		}
+		pt := make([]byte, o.Size)
+		for j := 0; j < per; j++ {
+			m, err := groups[i].Seal(pt)
+			if err != nil {
+				return nil, err
+			}
+			sealed[i] = append(sealed[i], m)
+		}
+		if progress != nil && (i+1)%16 == 0 {
+			progress(fmt.Sprintf("delivery: %d/%d groups ready", i+1, o.Groups))
+		}
+	}
+	lat := make([][]time.Duration, o.Groups)
+	var sent atomic.Int64
+	var wg sync.WaitGroup
+	var firstErr error
+	var errOnce sync.Once
+	stop, err := startProfile(o.CPUProfile)
+	if err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	for i := range groups {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			for _, m := range sealed[i] {
+				t := time.Now()
+				if err := groups[i].SendSealed(ctx, m); err != nil {
+					errOnce.Do(func() { firstErr = err })
+					return
+				}
+				lat[i] = append(lat[i], time.Since(t))
+				sent.Add(1)
+			}
+		}(i)
+	}
+	wg.Wait()
+	took := time.Since(start)
+	stop()
+	if firstErr != nil {
+		return nil, firstErr
+	}
+	var all []time.Duration
+	for _, l := range lat {
+		all = append(all, l...)
+	}
+	return &DeliveryResult{Options: o, Rate: rate(int(sent.Load()), took, all)}, nil
+}
