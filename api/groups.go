@@ -258,7 +258,7 @@ func (s *Server) message(w http.ResponseWriter, r *http.Request) {
 	// The signature check needs only committed state: it runs here, in
 	// parallel with other requests; the writer re-checks only if a commit
 	// changed the epoch or the sender's key meanwhile.
-	epoch, key, err := s.cfg.Validator.CheckAppMessage(s.reader(), gid, req.Sender, req.Message, req.RequestSignature)
+	epoch, err := s.cfg.Validator.CheckAppMessage(s.reader(), gid, req.Sender, req.Message, req.RequestSignature)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -267,7 +267,7 @@ func (s *Server) message(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.submit(w, r, eventlog.Command{Body: validation.AppMessage{GroupID: gid, Sender: req.Sender, Message: req.Message,
-		RequestSignature: req.RequestSignature, CheckedEpoch: epoch, CheckedKey: key}}, http.StatusOK)
+		RequestSignature: req.RequestSignature, CheckedEpoch: epoch}}, http.StatusOK)
 }
 
 // QueuedMessage is one entry of a client's queue.

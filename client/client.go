@@ -78,7 +78,12 @@ func Dial(ctx context.Context, baseURL, domain string) (*Conn, error) {
 		}
 		return nil
 	}
-	hc.HTTPClient.Timeout = 60 * time.Second
+	hc.HTTPClient.Timeout = 90 * time.Second // above the longest long poll
+	if t, ok := hc.HTTPClient.Transport.(*http.Transport); ok {
+		// Many concurrent requests to one homeserver: keep their
+		// connections instead of dialing anew each time.
+		t.MaxIdleConnsPerHost = 256
+	}
 	c := &Conn{base: baseURL, hc: hc}
 	var raw json.RawMessage
 	if err := c.do(ctx, http.MethodGet, "/.well-known/mls-homeserver", nil, nil, &raw); err != nil {

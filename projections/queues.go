@@ -1,10 +1,11 @@
 package projections
 
 import (
-	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/mlshome/homeserver/eventlog"
 	"github.com/mlshome/homeserver/events"
@@ -13,11 +14,12 @@ import (
 // Queues is the projection of local clients' message queues. A message is
 // stored once, in its event; a queue holds only the sequence numbers of the
 // events meant for the client, so fan-out to n members writes n small keys
-// and no copies. Routes map a sealed queue config (by hash) to the local
-// client it was issued to, opened once when the member is added.
+// and no copies. For each group it keeps the local recipients: the member
+// leaves whose sealed queue config opened (once, when they were added) to a
+// local client.
 //
-//	p/q/c/<client id>/<event seq BE>     empty value
-//	p/q/route/<hex SHA-256 of sealed>    client id
+//	p/q/c/<client id>/<event seq BE>   empty value
+//	p/q/g/<hex group id>               recipients: (leaf u32, len u8, client id)*
 //
 // It must run before Groups in the projection set: a commit is fanned out
 // to the members of the epoch it ends.
@@ -30,25 +32,57 @@ type Queues struct {
 const qName = "q"
 
 func queuePrefix(clientID string) []byte { return append(Prefix(qName), "c/"+clientID+"/"...) }
-
-func routeKey(sealed []byte) []byte {
-	h := sha256.Sum256(sealed)
-	return append(Prefix(qName), "route/"+hex.EncodeToString(h[:])...)
+func queueKey(clientID string, seq uint64) []byte {
+	return binary.BigEndian.AppendUint64(queuePrefix(clientID), seq)
+}
+func recipientsKey(gid []byte) []byte {
+	return append(Prefix(qName), "g/"+hex.EncodeToString(gid)...)
 }
 
-// route records where a local sealed queue config leads.
-func (q Queues) route(rw eventlog.ReadWriter, sealed []byte) (string, error) {
+// recipient is a local member of a group.
+type recipient struct {
+	leaf   uint32
+	client string
+}
+
+func loadRecipients(r eventlog.Reader, gid []byte) ([]recipient, error) {
+	b, err := r.Get(recipientsKey(gid))
+	if errors.Is(err, eventlog.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []recipient
+	for len(b) > 0 {
+		if len(b) < 5 || len(b) < 5+int(b[4]) {
+			return nil, fmt.Errorf("recipients of %x: truncated", gid)
+		}
+		n := int(b[4])
+		out = append(out, recipient{leaf: binary.BigEndian.Uint32(b), client: string(b[5 : 5+n])})
+		b = b[5+n:]
+	}
+	return out, nil
+}
+
+func saveRecipients(rw eventlog.ReadWriter, gid []byte, rs []recipient) error {
+	slices.SortFunc(rs, func(a, b recipient) int { return int(a.leaf) - int(b.leaf) })
+	var b []byte
+	for _, r := range rs {
+		b = binary.BigEndian.AppendUint32(b, r.leaf)
+		b = append(b, byte(len(r.client)))
+		b = append(b, r.client...)
+	}
+	return rw.Set(recipientsKey(gid), b)
+}
+
+// local returns the local client a sealed queue config leads to, or "".
+func (q Queues) local(sealed []byte) (string, error) {
 	t, err := q.Resolve(sealed)
 	if err != nil {
 		return "", err
 	}
-	if t.ClientID == "" {
-		return "", nil
-	}
-	return t.ClientID, rw.Set(routeKey(sealed), []byte(t.ClientID))
-}
-func queueKey(clientID string, seq uint64) []byte {
-	return binary.BigEndian.AppendUint64(queuePrefix(clientID), seq)
+	return t.ClientID, nil
 }
 
 // Name implements Projection.
@@ -69,8 +103,15 @@ func (q Queues) Apply(rw eventlog.ReadWriter, ev *eventlog.Event) error {
 		if err := events.Decode(ev, &e); err != nil {
 			return err
 		}
-		_, err := q.route(rw, e.QueueConfig)
-		return err
+		client, err := q.local(e.QueueConfig)
+		if err != nil {
+			return err
+		}
+		var rs []recipient
+		if client != "" {
+			rs = append(rs, recipient{leaf: 0, client: client})
+		}
+		return saveRecipients(rw, e.GroupID, rs)
 	case events.TypeQueueAcked:
 		var e events.QueueAcked
 		if err := events.Decode(ev, &e); err != nil {
@@ -94,31 +135,56 @@ func (q Queues) Apply(rw eventlog.ReadWriter, ev *eventlog.Event) error {
 		if err := events.Decode(ev, &e); err != nil {
 			return err
 		}
-		gid, sender = e.GroupID, e.Sender
-		// The Welcome goes to the new members (routed by the KeyPackage
-		// they were added with), the commit to the others.
+		rs, err := loadRecipients(rw, e.GroupID)
+		if err != nil {
+			return err
+		}
+		// The commit goes to the members of the epoch it ends (the removed
+		// ones learn of their removal), the Welcome to the added ones.
+		if err := q.enqueue(rw, rs, e.Sender, ev.Seq); err != nil {
+			return err
+		}
+		next := rs[:0:0]
+		for _, r := range rs {
+			if !slices.Contains(e.Removed, r.leaf) {
+				next = append(next, r)
+			}
+		}
 		for _, a := range e.Added {
-			client, err := q.route(rw, a.QueueConfig)
+			client, err := q.local(a.QueueConfig)
 			if err != nil {
 				return fmt.Errorf("queue config of added leaf %d: %w", a.Leaf, err)
 			}
-			if client != "" && len(e.Welcome) > 0 {
+			if client == "" {
+				continue
+			}
+			next = append(next, recipient{leaf: a.Leaf, client: client})
+			if len(e.Welcome) > 0 {
 				if err := rw.Set(queueKey(client, ev.Seq), nil); err != nil {
 					return err
 				}
 			}
 		}
+		return saveRecipients(rw, e.GroupID, next)
 	}
-	return GroupView{R: rw}.Leaves(gid, func(leaf uint32, rec *LeafRecord) error {
-		if leaf == sender || rec.Domain != q.Domain {
-			return nil
+	rs, err := loadRecipients(rw, gid)
+	if err != nil {
+		return err
+	}
+	return q.enqueue(rw, rs, sender, ev.Seq)
+}
+
+// enqueue indexes event seq in every recipient's queue but the sender's.
+func (q Queues) enqueue(rw eventlog.ReadWriter, rs []recipient, sender uint32, seq uint64) error {
+	for _, r := range rs {
+		if r.leaf == sender {
+			continue
 		}
-		client, err := rw.Get(routeKey(rec.QueueConfig))
-		if err != nil {
-			return fmt.Errorf("route of leaf %d: %w", leaf, err)
+		if err := rw.Set(queueKey(r.client, seq), nil); err != nil {
+			return err
 		}
-		return rw.Set(queueKey(string(client), ev.Seq), nil)
-	})
+	}
+	return nil
 }
 
 // QueueView reads a client's queue.

@@ -97,15 +97,14 @@ type Handshake struct {
 
 // AppMessage is an application message (PrivateMessage) with the sender
 // leaf's request signature. The API checked the signature against the
-// committed state (Epoch, SignatureKey); the writer accepts it without
-// verifying again if that state is still current.
+// committed state of CheckedEpoch; the writer accepts it without verifying
+// again if the group is still in that epoch.
 type AppMessage struct {
 	GroupID          []byte
 	Sender           uint32
 	Message          []byte
 	RequestSignature []byte
 	CheckedEpoch     uint64
-	CheckedKey       []byte
 }
 
 // AckQueue acknowledges a local client's queue up to a sequence number.
@@ -283,44 +282,41 @@ func (v *Validator) checkHandshake(r eventlog.Reader, now int64, c Handshake) (*
 }
 
 // CheckAppMessage checks an application message against the state r
-// (MD-2, MD-3, MD-4) and returns the epoch and key it was checked with.
-func (v *Validator) CheckAppMessage(r eventlog.Reader, gid []byte, sender uint32, msg, reqSig []byte) (uint64, []byte, error) {
+// (MD-2, MD-3, MD-4) and returns the group epoch it was checked in.
+func (v *Validator) CheckAppMessage(r eventlog.Reader, gid []byte, sender uint32, msg, reqSig []byte) (uint64, error) {
 	g := projections.GroupView{R: r}
 	meta, err := g.Meta(gid)
 	if errors.Is(err, eventlog.ErrNotFound) {
-		return 0, nil, Reject(CodeUnknownGroup, "no group %q here", gid)
+		return 0, Reject(CodeUnknownGroup, "no group %q here", gid)
 	} else if err != nil {
-		return 0, nil, err
+		return 0, err
 	}
 	var key []byte
 	if leaf, err := g.Leaf(gid, sender); err == nil {
 		key = leaf.SignatureKey
 	} else if !errors.Is(err, eventlog.ErrNotFound) {
-		return 0, nil, err
+		return 0, err
 	}
 	_, err = mlsx.CheckApplicationWith(mlsx.AppContext{GroupID: gid, Epoch: meta.Epoch, CipherSuite: meta.CipherSuite, EpochWindow: v.Env.EpochWindow}, msg, sender, key, reqSig)
 	if err != nil {
-		return 0, nil, fromMLS(err)
+		return 0, fromMLS(err)
 	}
-	return meta.Epoch, key, nil
+	return meta.Epoch, nil
 }
 
 func (v *Validator) appMessage(r eventlog.Reader, c AppMessage) (eventlog.Decision, error) {
-	g := projections.GroupView{R: r}
-	meta, err := g.Meta(c.GroupID)
+	meta, err := projections.GroupView{R: r}.Meta(c.GroupID)
 	if errors.Is(err, eventlog.ErrNotFound) {
 		return eventlog.Decision{}, Reject(CodeUnknownGroup, "no group %q here", c.GroupID)
 	} else if err != nil {
 		return eventlog.Decision{}, err
 	}
-	leaf, err := g.Leaf(c.GroupID, c.Sender)
-	if err != nil && !errors.Is(err, eventlog.ErrNotFound) {
-		return eventlog.Decision{}, err
-	}
-	// The request goroutine verified the signature against this epoch and
-	// key; if a commit landed since, check again against the new state.
-	if leaf == nil || meta.Epoch != c.CheckedEpoch || !bytes.Equal(leaf.SignatureKey, c.CheckedKey) {
-		if _, _, err := v.CheckAppMessage(r, c.GroupID, c.Sender, c.Message, c.RequestSignature); err != nil {
+	// The request goroutine verified the signature against this epoch's
+	// state. Leaf keys change only with a commit, and every commit moves
+	// the epoch: if it is still the checked one, so is the key. Otherwise
+	// check again against the new state.
+	if meta.Epoch != c.CheckedEpoch {
+		if _, err := v.CheckAppMessage(r, c.GroupID, c.Sender, c.Message, c.RequestSignature); err != nil {
 			return eventlog.Decision{}, err
 		}
 	}

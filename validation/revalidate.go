@@ -135,7 +135,7 @@ func (v *Validator) Revalidate(r eventlog.Reader, ev *eventlog.Event) error {
 		if err := events.Decode(ev, &e); err != nil {
 			return Reject(CodeMalformed, "%v", err)
 		}
-		epoch, _, err := v.CheckAppMessage(r, e.GroupID, e.Sender, e.Message, e.RequestSignature)
+		epoch, err := v.CheckAppMessage(r, e.GroupID, e.Sender, e.Message, e.RequestSignature)
 		if err != nil {
 			return err
 		}
