@@ -1,11 +1,9 @@
-// Package federation carries deliveries and relayed operations between
-// homeservers over NATS.
-//
+package federation
+
 // This file owns the bus connection: by default an embedded NATS server
 // with JetStream and an in-process connection (no listener unless asked),
 // optionally joined to a hub as a leaf node; or a connection to an external
 // NATS server or cluster.
-package federation
 
 import (
 	"errors"
@@ -16,13 +14,21 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/mlshome/homeserver/identity"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 )
 
+// MaxPayload is the max_payload the bus is configured with: room for a
+// [MaxEnvelopeSize] envelope plus headers. An external server or hub must
+// allow at least this much.
+const MaxPayload = MaxEnvelopeSize + 64<<10
+
 // BusConfig says how a homeserver reaches the NATS bus.
 type BusConfig struct {
-	// Name identifies the homeserver to NATS (its domain).
+	// Name identifies the homeserver to NATS: its domain. When it is a
+	// valid domain the connection uses [InboxPrefix](Name), which
+	// [NewTransport] requires.
 	Name string
 	// URL of an external NATS server or cluster. Empty: run an embedded
 	// server.
@@ -34,7 +40,9 @@ type BusConfig struct {
 	// Listen is the embedded server's client listen address ("host:port");
 	// empty means in-process connections only.
 	Listen string
-	// LeafRemote is a hub URL the embedded server joins as a leaf node.
+	// LeafRemote is a hub URL the embedded server joins as a leaf node,
+	// e.g. "nats-leaf://user:password@127.0.0.1:7422" as [Hub.LeafURL]
+	// returns it (user and password percent-encoded in the URL).
 	LeafRemote string
 	// LeafCreds is the credentials file for LeafRemote.
 	LeafCreds string
@@ -63,6 +71,9 @@ func OpenBus(cfg BusConfig) (*Bus, error) {
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) { cfg.Logger.Info("nats reconnected", "url", c.ConnectedUrl()) }),
 	}
+	if identity.ValidateDomain(cfg.Name) == nil {
+		opts = append(opts, nats.CustomInboxPrefix(InboxPrefix(cfg.Name)))
+	}
 	if cfg.URL != "" {
 		if cfg.Creds != "" {
 			opts = append(opts, nats.UserCredentials(cfg.Creds))
@@ -80,6 +91,7 @@ func OpenBus(cfg BusConfig) (*Bus, error) {
 		NoSigs:     true,
 		NoLog:      true,
 		DontListen: cfg.Listen == "",
+		MaxPayload: MaxPayload,
 	}
 	if cfg.Listen != "" {
 		host, port, err := net.SplitHostPort(cfg.Listen)
