@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -21,6 +22,7 @@ type GroupLimits struct {
 	PerSenderPerGroup ratelimit.Limit // key: group id + sender leaf
 	PerGroup          ratelimit.Limit // key: group id
 	TokenRequests     ratelimit.Limit // key: client id (the allowance itself is in the log)
+	PerOrigin         ratelimit.Limit // key: relaying homeserver (MD-8, FED-6)
 }
 
 // DefaultGroupLimits allow a busy chat, not a flood.
@@ -28,10 +30,11 @@ var DefaultGroupLimits = GroupLimits{
 	PerSenderPerGroup: ratelimit.Limit{PerSecond: 50, Burst: 200},
 	PerGroup:          ratelimit.Limit{PerSecond: 500, Burst: 2000},
 	TokenRequests:     ratelimit.Limit{PerSecond: 1, Burst: 10},
+	PerOrigin:         ratelimit.Limit{PerSecond: 2000, Burst: 5000},
 }
 
 type groupLimiters struct {
-	sender, group, tokens *ratelimit.Limiter
+	sender, group, tokens, origin *ratelimit.Limiter
 }
 
 func newGroupLimiters(l GroupLimits) groupLimiters {
@@ -39,6 +42,7 @@ func newGroupLimiters(l GroupLimits) groupLimiters {
 		sender: ratelimit.New(l.PerSenderPerGroup, 0),
 		group:  ratelimit.New(l.PerGroup, 0),
 		tokens: ratelimit.New(l.TokenRequests, 0),
+		origin: ratelimit.New(l.PerOrigin, 0),
 	}
 }
 
@@ -202,72 +206,114 @@ func groupID(r *http.Request) ([]byte, error) {
 // EncodeGroupID is the path form of a group id.
 func EncodeGroupID(gid []byte) string { return base64.RawURLEncoding.EncodeToString(gid) }
 
-func (s *Server) limitGroup(w http.ResponseWriter, r *http.Request, gid []byte, sender uint32, hasSender bool) bool {
+// GroupRelay carries a group request for a group owned by another
+// homeserver to that homeserver (through the federation bus), which runs
+// it through the same checks as its own clients' requests (MD-1).
+type GroupRelay interface {
+	RelayGroup(ctx context.Context, domain, kind string, gid, body []byte) ([]byte, error)
+}
+
+// Kinds of relayed group requests.
+const (
+	RelayHandshake = "handshake"
+	RelayMessage   = "message"
+)
+
+func (s *Server) groupRequest(kind string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		gid, err := groupID(r)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		body, err := readBody(r)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		var reply []byte
+		if d := validation.GroupIDDomain(gid); d != s.cfg.Domain {
+			if s.cfg.GroupRelay == nil {
+				s.writeError(w, r, &validation.Error{Code: "federation_unavailable", Status: http.StatusBadGateway, Msg: "no federation configured for " + d})
+				return
+			}
+			reply, err = s.cfg.GroupRelay.RelayGroup(r.Context(), d, kind, gid, body)
+		} else {
+			reply, err = s.GroupRequest(r.Context(), "", kind, gid, body)
+		}
+		if err != nil {
+			var lim *limited
+			if errors.As(err, &lim) {
+				s.writeLimited(w, r, lim.retry)
+				return
+			}
+			s.writeError(w, r, err)
+			return
+		}
+		writeRawJSON(w, http.StatusOK, reply)
+	}
+}
+
+// limited is a rate-limit rejection with its Retry-After.
+type limited struct{ retry time.Duration }
+
+func (l *limited) Error() string { return "rate limited" }
+func (l *limited) Unwrap() error { return rateLimited(l.retry) }
+
+// GroupRequest runs a handshake or application-message request for a group
+// this homeserver owns. origin is "" for its own clients, or the homeserver
+// that relays for its client (limited per origin, MD-8).
+func (s *Server) GroupRequest(ctx context.Context, origin, kind string, gid, body []byte) ([]byte, error) {
+	if validation.GroupIDDomain(gid) != s.cfg.Domain {
+		return nil, validation.Reject(validation.CodeNotGroupOwner, "group %q is not owned here", gid)
+	}
 	now := s.cfg.Now()
-	if hasSender {
-		if ok, retry := s.groupLimits.sender.Allow(string(gid)+"\x00"+strconv.FormatUint(uint64(sender), 10), now); !ok {
-			s.writeLimited(w, r, retry)
-			return false
+	if origin != "" {
+		if ok, retry := s.groupLimits.origin.Allow(origin, now); !ok {
+			return nil, &limited{retry}
 		}
 	}
-	if ok, retry := s.groupLimits.group.Allow(string(gid), now); !ok {
-		s.writeLimited(w, r, retry)
-		return false
+	switch kind {
+	case RelayHandshake:
+		var req HandshakeRequest
+		if err := decodeStrict(body, &req); err != nil {
+			return nil, err
+		}
+		if ok, retry := s.groupLimits.group.Allow(string(gid), now); !ok {
+			return nil, &limited{retry}
+		}
+		return s.appendReply(ctx, eventlog.Command{Body: validation.Handshake{GroupID: gid, Message: req.Message, Welcome: req.Welcome}})
+	case RelayMessage:
+		var req MessageRequest
+		if err := decodeStrict(body, &req); err != nil {
+			return nil, err
+		}
+		// The signature check needs only committed state: it runs here, in
+		// parallel with other requests; the writer checks again only if a
+		// commit moved the epoch meanwhile.
+		epoch, err := s.cfg.Validator.CheckAppMessage(s.reader(), gid, req.Sender, req.Message, req.RequestSignature)
+		if err != nil {
+			return nil, err
+		}
+		if ok, retry := s.groupLimits.sender.Allow(string(gid)+"\x00"+strconv.FormatUint(uint64(req.Sender), 10), now); !ok {
+			return nil, &limited{retry}
+		}
+		if ok, retry := s.groupLimits.group.Allow(string(gid), now); !ok {
+			return nil, &limited{retry}
+		}
+		return s.appendReply(ctx, eventlog.Command{Body: validation.AppMessage{GroupID: gid, Sender: req.Sender, Message: req.Message,
+			RequestSignature: req.RequestSignature, CheckedEpoch: epoch}})
 	}
-	return true
+	return nil, validation.Reject(validation.CodeUnknownCommand, "unknown group request %q", kind)
 }
 
-func (s *Server) handshake(w http.ResponseWriter, r *http.Request) {
-	gid, err := groupID(r)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
+func (s *Server) appendReply(ctx context.Context, cmd eventlog.Command) ([]byte, error) {
+	out, err := s.cfg.Log.Append(ctx, cmd)
+	var rej *eventlog.Rejection
+	if errors.As(err, &rej) {
+		err = rej.Err
 	}
-	body, err := readBody(r)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	var req HandshakeRequest
-	if err := decodeStrict(body, &req); err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	if !s.limitGroup(w, r, gid, 0, false) {
-		return
-	}
-	s.submit(w, r, eventlog.Command{Body: validation.Handshake{GroupID: gid, Message: req.Message, Welcome: req.Welcome}}, http.StatusOK)
-}
-
-func (s *Server) message(w http.ResponseWriter, r *http.Request) {
-	gid, err := groupID(r)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	body, err := readBody(r)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	var req MessageRequest
-	if err := decodeStrict(body, &req); err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	// The signature check needs only committed state: it runs here, in
-	// parallel with other requests; the writer re-checks only if a commit
-	// changed the epoch or the sender's key meanwhile.
-	epoch, err := s.cfg.Validator.CheckAppMessage(s.reader(), gid, req.Sender, req.Message, req.RequestSignature)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	if !s.limitGroup(w, r, gid, req.Sender, true) {
-		return
-	}
-	s.submit(w, r, eventlog.Command{Body: validation.AppMessage{GroupID: gid, Sender: req.Sender, Message: req.Message,
-		RequestSignature: req.RequestSignature, CheckedEpoch: epoch}}, http.StatusOK)
+	return out.Reply, err
 }
 
 // QueuedMessage is one entry of a client's queue.

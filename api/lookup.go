@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/mlshome/homeserver/eventlog"
@@ -84,6 +85,13 @@ type ClaimRequest struct {
 type ClaimBundle struct {
 	Bundle []byte `json:"bundle"`
 }
+
+// RelayedRequester names a homeserver relaying for its clients, for rate
+// limits (GUC-2: per origin homeserver for federated requesters).
+func RelayedRequester(origin string) string { return "hs:" + origin }
+
+// IsRelayed reports whether a requester is a relaying homeserver.
+func IsRelayed(requester string) bool { return strings.HasPrefix(requester, "hs:") }
 
 // requesterOf names who asks, for rate limits only: the connection's IP.
 // It is never logged with the request nor stored (GUC-4).
@@ -163,6 +171,11 @@ func (s *Server) Lookup(ctx context.Context, requester string, users []string) (
 			continue
 		}
 		if uid.Domain != s.cfg.Domain {
+			if IsRelayed(requester) {
+				// A homeserver asks only about its peer's own users.
+				results[i].Error = &ErrorDetail{Code: "not_local", Message: u + " is not a user of " + s.cfg.Domain}
+				continue
+			}
 			if _, seen := remote[uid.Domain]; !seen {
 				domains = append(domains, uid.Domain)
 			}
@@ -278,6 +291,9 @@ func (s *Server) Claim(ctx context.Context, requester, userID string) ([]byte, t
 		return nil, retry, nil
 	}
 	if uid.Domain != s.cfg.Domain {
+		if IsRelayed(requester) {
+			return nil, 0, validation.Reject(validation.CodeWrongDomain, "%s is not a user of %s", userID, s.cfg.Domain)
+		}
 		if s.cfg.Relay == nil {
 			return nil, 0, &validation.Error{Code: "federation_unavailable", Status: http.StatusBadGateway, Msg: "no federation configured for " + uid.Domain}
 		}

@@ -18,6 +18,8 @@ type Metrics struct {
 	Requests     *prometheus.CounterVec
 	Rejections   *prometheus.CounterVec
 	RequestTimes *prometheus.HistogramVec
+	// FederationDropped counts inbound federation messages refused, by code.
+	FederationDropped *prometheus.CounterVec
 }
 
 // NewMetrics creates the metrics in a new registry, with Go and process
@@ -51,8 +53,11 @@ func NewMetrics() *Metrics {
 			Name: "homeserver_http_request_seconds", Help: "HTTP request latency by route.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 		}, []string{"route"}),
+		FederationDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "homeserver_federation_dropped_total", Help: "Inbound federation envelopes dropped, by stable code.",
+		}, []string{"code"}),
 	}
-	reg.MustRegister(m.EventsTotal, m.BatchSize, m.BatchEvents, m.CommitTime, m.Requests, m.Rejections, m.RequestTimes,
+	reg.MustRegister(m.FederationDropped, m.EventsTotal, m.BatchSize, m.BatchEvents, m.CommitTime, m.Requests, m.Rejections, m.RequestTimes,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -35,6 +36,16 @@ type Config struct {
 	GroupLimits *GroupLimits
 	// Tokens issues and redeems group-creation tokens.
 	Tokens *tokens.Issuer
+	// GroupRelay carries group requests for groups owned elsewhere.
+	GroupRelay GroupRelay
+	// RemoteKeys returns another homeserver's public keys document, as
+	// this homeserver pinned it (for clients verifying bundles, GUC-3).
+	RemoteKeys func(ctx context.Context, domain string) ([]byte, error)
+	// AdminToken guards /v1/admin; empty disables the admin API.
+	AdminToken string
+	// SetPolicy normalises a federation policy (JSON) before it is
+	// recorded; nil disables policy changes.
+	NormalizePolicy func([]byte) ([]byte, error)
 	// Relay carries directory requests for other homeservers' users; nil
 	// answers them with federation_unavailable.
 	Relay Relay
@@ -86,8 +97,10 @@ func New(cfg Config) *Server {
 	s.route("GET /v1/tokens/keys", s.tokenKeys)
 	s.route("POST /v1/tokens", s.issueTokens)
 	s.route("POST /v1/groups", s.createGroup)
-	s.route("POST /v1/groups/{group}/handshake", s.handshake)
-	s.route("POST /v1/groups/{group}/messages", s.message)
+	s.route("POST /v1/groups/{group}/handshake", s.groupRequest(RelayHandshake))
+	s.route("POST /v1/groups/{group}/messages", s.groupRequest(RelayMessage))
+	s.route("GET /v1/federation/keys/{domain}", s.remoteKeys)
+	s.route("PUT /v1/admin/federation/policy", s.setPolicy)
 	s.route("GET /v1/queue", s.fetchQueue)
 	s.route("POST /v1/queue/ack", s.ackQueue)
 	s.route("GET /v1/log/checkpoint", s.checkpoint)

@@ -31,7 +31,7 @@ func (anything) Decide(_ eventlog.Reader, _ int64, cmd any) (eventlog.Decision, 
 	return cmd.(eventlog.Decision), nil
 }
 func (anything) Apply(rw eventlog.ReadWriter, ev *eventlog.Event) error {
-	return node.PublicProjections().Apply(rw, ev)
+	return node.PublicProjections("").Apply(rw, ev)
 }
 
 // registration returns the events of a user registration as the writer
@@ -81,7 +81,7 @@ func runAudit(t *testing.T, dir string, keys *identity.KeySet) *audit.Report {
 	defer l.Close()
 	v, partial := audit.NewValidator(domain, keys.AuthPublicKey())
 	r, err := audit.Run(context.Background(), l, audit.Options{
-		VerifierKey: keys.LogVerifierKey(), Validator: v, Projections: node.PublicProjections(),
+		VerifierKey: keys.LogVerifierKey(), Validator: v, Projections: node.PublicProjections(""),
 		Partial: partial, TempDir: t.TempDir(),
 	})
 	if err != nil {
@@ -147,7 +147,7 @@ func TestRunWrongKey(t *testing.T) {
 	}
 	defer l.Close()
 	v, _ := audit.NewValidator(domain, keys.AuthPublicKey())
-	r, err := audit.Run(context.Background(), l, audit.Options{VerifierKey: other.LogVerifierKey(), Validator: v, Projections: node.PublicProjections(), TempDir: t.TempDir()})
+	r, err := audit.Run(context.Background(), l, audit.Options{VerifierKey: other.LogVerifierKey(), Validator: v, Projections: node.PublicProjections(""), TempDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}

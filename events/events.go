@@ -30,6 +30,11 @@ const (
 	TypeProposalAccepted           = "ProposalAccepted"
 	TypeApplicationMessageAccepted = "ApplicationMessageAccepted"
 	TypeQueueAcked                 = "QueueAcked"
+
+	TypeDeliveryReceived        = "DeliveryReceived"
+	TypeDeliveryRefused         = "DeliveryRefused"
+	TypeOutboxTrimmed           = "OutboxTrimmed"
+	TypeFederationPolicyChanged = "FederationPolicyChanged"
 )
 
 // UserRegistered records a new local user.
@@ -139,6 +144,57 @@ type ApplicationMessageAccepted struct {
 type QueueAcked struct {
 	ClientID string `json:"client_id"`
 	UpTo     uint64 `json:"up_to"`
+}
+
+// FederatedMessage is what a group's owning homeserver sends another
+// homeserver for its members there: one group message (or Welcome) and the
+// sealed queue configs of the recipients, which only the destination can
+// open (FED-5). It is the payload of an outbox entry and of the signed
+// envelope the destination records.
+type FederatedMessage struct {
+	OriginSeq  uint64   `json:"origin_seq"`
+	Type       string   `json:"type"` // the owning homeserver's event type
+	GroupID    []byte   `json:"group_id"`
+	Epoch      uint64   `json:"epoch"`
+	Sender     uint32   `json:"sender"`
+	Message    []byte   `json:"message,omitempty"`
+	Welcome    []byte   `json:"welcome,omitempty"`
+	Removed    []uint32 `json:"removed,omitempty"`
+	Recipients [][]byte `json:"recipients"`
+}
+
+// DeliveryReceived records a delivery from another homeserver: its origin
+// and per-origin counter, and the signed envelope as received, which
+// proves what the origin sent (FED-3).
+//
+// Message is the envelope's payload with Recipients narrowed to the queue
+// configs this homeserver issued (the others are refused, FED-5).
+type DeliveryReceived struct {
+	Origin   string           `json:"origin"`
+	Counter  uint64           `json:"counter"`
+	Envelope []byte           `json:"envelope"`
+	Message  FederatedMessage `json:"message"`
+}
+
+// DeliveryRefused records a delivery from another homeserver that named no
+// queue this homeserver issued (FED-5); it keeps the per-origin order.
+type DeliveryRefused struct {
+	Origin  string `json:"origin"`
+	Counter uint64 `json:"counter"`
+	Code    string `json:"code"`
+}
+
+// OutboxTrimmed records that Destination committed every delivery up to
+// UpTo, so those outbox entries are dropped.
+type OutboxTrimmed struct {
+	Destination string `json:"destination"`
+	UpTo        uint64 `json:"up_to"`
+}
+
+// FederationPolicyChanged sets the federation policy (FED-1, FED-5);
+// Policy is its deterministic JSON.
+type FederationPolicyChanged struct {
+	Policy json.RawMessage `json:"policy"`
 }
 
 // Draft encodes v as the payload of a new event of type typ.

@@ -169,7 +169,9 @@ func (k *keyring) projectionSet() *projections.Set {
 		projections.Directory{},
 		projections.KeyPackages{},
 		projections.Tokens{},
+		projections.Federation{},
 		projections.Queues{Resolve: res, Domain: k.keys.Domain()},
+		projections.Outbox{Resolve: res, Domain: k.keys.Domain()},
 		projections.Groups{Resolve: res},
 	)
 }
@@ -216,7 +218,7 @@ const DefaultEpochWindow = 3
 // homeserver's private keys (an auditor with only its public keys): sealed
 // queue configs are routed by domain only, so local queues are not
 // rebuilt. Everything else is.
-func PublicProjections() *projections.Set {
+func PublicProjections(domain string) *projections.Set {
 	res := func(sealed []byte) (projections.QueueTarget, error) {
 		d, err := identity.SealedQueueConfigDomain(sealed)
 		if err != nil {
@@ -228,7 +230,9 @@ func PublicProjections() *projections.Set {
 		projections.Directory{},
 		projections.KeyPackages{},
 		projections.Tokens{},
-		projections.Queues{Resolve: res},
+		projections.Federation{},
+		projections.Queues{Resolve: res, Domain: domain},
+		projections.Outbox{Resolve: res, Domain: domain},
 		projections.Groups{Resolve: res},
 	)
 }

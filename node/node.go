@@ -48,6 +48,8 @@ type Config struct {
 	EpochWindow uint64
 	// GroupLimits are the MD-8 limits (nil: defaults).
 	GroupLimits *api.GroupLimits
+	// Federation configures federation over the bus.
+	Federation FederationConfig
 }
 
 // Node is a running homeserver.
@@ -62,6 +64,7 @@ type Node struct {
 	Bus       *federation.Bus
 
 	keyring *keyring
+	fed     *fed
 	stop    chan struct{}
 	wg      sync.WaitGroup
 
@@ -132,6 +135,11 @@ func Open(cfg Config) (*Node, error) {
 		n.Log.Close()
 		return nil, err
 	}
+	if err := n.startFederation(cfg.Federation); err != nil {
+		n.Bus.Close()
+		n.Log.Close()
+		return nil, err
+	}
 	n.API = api.New(api.Config{
 		Domain:        cfg.Domain,
 		Log:           n.Log,
@@ -145,7 +153,19 @@ func Open(cfg Config) (*Node, error) {
 		Limits:        cfg.DirectoryLimits,
 		GroupLimits:   cfg.GroupLimits,
 		Tokens:        k.tokens,
+		Relay:         n.fed,
+		GroupRelay:    n.fed,
+		RemoteKeys:    n.fed.remoteKeys,
+		AdminToken:    cfg.Federation.AdminToken,
+		NormalizePolicy: func(b []byte) ([]byte, error) {
+			p, err := federation.ParsePolicy(b)
+			if err != nil {
+				return nil, err
+			}
+			return p.Marshal()
+		},
 	})
+	n.fed.start()
 	n.wg.Add(1)
 	go n.rotateTokens()
 	return n, nil
@@ -198,6 +218,9 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		if err := n.srv.Shutdown(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("http shutdown: %w", err))
 		}
+	}
+	if n.fed != nil {
+		n.fed.stop()
 	}
 	if err := n.Bus.Close(); err != nil {
 		errs = append(errs, fmt.Errorf("close nats: %w", err))

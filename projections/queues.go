@@ -90,7 +90,7 @@ func (Queues) Name() string { return qName }
 
 // Handles implements Projection.
 func (Queues) Handles() []string {
-	return []string{events.TypeGroupCreated, events.TypeCommitAccepted, events.TypeProposalAccepted, events.TypeApplicationMessageAccepted, events.TypeQueueAcked}
+	return []string{events.TypeGroupCreated, events.TypeCommitAccepted, events.TypeProposalAccepted, events.TypeApplicationMessageAccepted, events.TypeQueueAcked, events.TypeDeliveryReceived}
 }
 
 // Apply implements Projection.
@@ -112,6 +112,25 @@ func (q Queues) Apply(rw eventlog.ReadWriter, ev *eventlog.Event) error {
 			rs = append(rs, recipient{leaf: 0, client: client})
 		}
 		return saveRecipients(rw, e.GroupID, rs)
+	case events.TypeDeliveryReceived:
+		// A message of a group owned elsewhere, for local members.
+		var e events.DeliveryReceived
+		if err := events.Decode(ev, &e); err != nil {
+			return err
+		}
+		for _, sealed := range e.Message.Recipients {
+			client, err := q.local(sealed)
+			if err != nil {
+				return err
+			}
+			if client == "" {
+				return fmt.Errorf("delivery %s/%d: a recipient is not local", e.Origin, e.Counter)
+			}
+			if err := rw.Set(queueKey(client, ev.Seq), nil); err != nil {
+				return err
+			}
+		}
+		return nil
 	case events.TypeQueueAcked:
 		var e events.QueueAcked
 		if err := events.Decode(ev, &e); err != nil {

@@ -143,6 +143,8 @@ func (v *Validator) Revalidate(r eventlog.Reader, ev *eventlog.Event) error {
 			return Reject(CodeMalformed, "recorded epoch %d, group epoch %d", e.Epoch, epoch)
 		}
 		return nil
+	case events.TypeDeliveryReceived, events.TypeDeliveryRefused, events.TypeOutboxTrimmed, events.TypeFederationPolicyChanged:
+		return v.revalidateFederation(r, ev)
 	case events.TypeQueueAcked:
 		var e events.QueueAcked
 		if err := events.Decode(ev, &e); err != nil {

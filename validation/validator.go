@@ -65,6 +65,12 @@ func (v *Validator) Decide(r eventlog.Reader, now int64, cmd any) (eventlog.Deci
 		return v.appMessage(r, c)
 	case AckQueue:
 		return v.ackQueue(r, c)
+	case DeliverFederated:
+		return v.deliverFederated(r, c)
+	case TrimOutbox:
+		return v.trimOutbox(r, c)
+	case SetFederationPolicy:
+		return v.setFederationPolicy(c)
 	default:
 		return eventlog.Decision{}, Reject(CodeUnknownCommand, "unknown command %T", cmd)
 	}

@@ -429,14 +429,14 @@ func (a *auditKeys) validator(data string) (*validation.Validator, *projections.
 			return v, set, nil, err
 		}
 		v, partial := audit.NewValidator(a.domain, a.keys.AuthPublicKey())
-		return v, node.PublicProjections(), partial, nil
+		return v, node.PublicProjections(a.domain), partial, nil
 	}
 	var auth []byte
 	if a.pub != nil {
 		auth = a.pub.AuthKey
 	}
 	v, partial := audit.NewValidator(a.domain, auth)
-	return v, node.PublicProjections(), partial, nil
+	return v, node.PublicProjections(a.domain), partial, nil
 }
 
 // queueIDSecretFile is node's secret for queue ids in the keys directory.

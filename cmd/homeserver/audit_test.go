@@ -151,7 +151,7 @@ func (acceptAll) Decide(_ eventlog.Reader, _ int64, cmd any) (eventlog.Decision,
 	return cmd.(eventlog.Decision), nil
 }
 func (acceptAll) Apply(rw eventlog.ReadWriter, ev *eventlog.Event) error {
-	return node.PublicProjections().Apply(rw, ev)
+	return node.PublicProjections("").Apply(rw, ev)
 }
 
 // LOG-4: a second UserRegistered for an existing user, appended with its

@@ -65,7 +65,7 @@ func replay(args []string, stdout, stderr io.Writer) error {
 	set, _, _, err := node.ForAudit(*data)
 	if err != nil {
 		fmt.Fprintf(stderr, "warning: %v; local queues are not rebuilt without the private keys\n", err)
-		set = node.PublicProjections()
+		set = node.PublicProjections("")
 	}
 	if err := set.Rebuild(srcR, dst, target, bar.update); err != nil {
 		return err

@@ -1,0 +1,333 @@
+package node
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/mlshome/homeserver/api"
+	"github.com/mlshome/homeserver/eventlog"
+	"github.com/mlshome/homeserver/events"
+	"github.com/mlshome/homeserver/federation"
+	"github.com/mlshome/homeserver/identity"
+	"github.com/mlshome/homeserver/projections"
+	"github.com/mlshome/homeserver/ratelimit"
+	"github.com/mlshome/homeserver/validation"
+)
+
+// FederationConfig configures federation.
+type FederationConfig struct {
+	// Scheme of remote well-known URLs: "https" (default) or "http" (the
+	// loopback testnet only).
+	Scheme string
+	// Keys are remote federation keys given by configuration (domain →
+	// Ed25519 key); others are fetched and pinned.
+	Keys map[string][]byte
+	// Policy is the policy until a FederationPolicyChanged event sets one.
+	Policy federation.Policy
+	// AdminToken enables the admin API (policy changes).
+	AdminToken string
+	// PerOrigin and PerQueue limit inbound deliveries (FED-6).
+	PerOrigin, PerQueue ratelimit.Limit
+}
+
+// fed is the federation side of a node.
+type fed struct {
+	n         *Node
+	keys      *federation.KeyStore
+	tr        *federation.Transport
+	recv      *federation.Receiver
+	pub       *federation.Publisher
+	notify    chan struct{}
+	cancel    context.CancelFunc
+	ctx       context.Context
+	wg        sync.WaitGroup
+	perOrigin *ratelimit.Limiter
+	perQueue  *ratelimit.Limiter
+}
+
+// federation kinds of relayed requests besides group requests.
+const (
+	kindLookup = "lookup"
+	kindClaim  = "claim"
+	kindKeys   = "keys"
+)
+
+func (n *Node) startFederation(cfg FederationConfig) error {
+	configured := map[string]ed25519.PublicKey{}
+	for d, k := range cfg.Keys {
+		configured[d] = ed25519.PublicKey(k)
+	}
+	pinDir := filepath.Join(n.cfg.DataDir, "federation")
+	if err := os.MkdirAll(pinDir, 0o700); err != nil {
+		return err
+	}
+	ks, err := federation.NewKeyStore(federation.KeyStoreConfig{Configured: configured, Scheme: cfg.Scheme, PinDir: pinDir})
+	if err != nil {
+		return fmt.Errorf("federation keys: %w", err)
+	}
+	policy := cfg.Policy
+	if b, err := (projections.FederationView{R: eventlog.NewReader(n.Log.DB())}).Policy(); err == nil {
+		if policy, err = federation.ParsePolicy(b); err != nil {
+			return fmt.Errorf("stored federation policy: %w", err)
+		}
+	}
+	f := &fed{n: n, keys: ks, notify: make(chan struct{}, 1),
+		perOrigin: ratelimit.New(cfg.PerOrigin, 0), perQueue: ratelimit.New(cfg.PerQueue, 0)}
+	f.tr, err = federation.NewTransport(federation.TransportConfig{
+		Conn: n.Bus.Conn, Self: n.cfg.Domain, Sign: n.Keys.SignFederation, Keys: ks, Policy: policy,
+		Logger: n.cfg.Logger, ErrorCode: peerError,
+		Metrics: federation.Metrics{
+			Dropped: func(code string) { n.Metrics.FederationDropped.WithLabelValues(code).Inc() },
+		},
+	})
+	if err != nil {
+		return err
+	}
+	if f.recv, err = federation.NewReceiver(federation.ReceiverConfig{Transport: f.tr, Inbox: inbox{f}}); err != nil {
+		return err
+	}
+	if f.pub, err = federation.NewPublisher(federation.PublisherConfig{Transport: f.tr, Outbox: outbox{f}}); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	f.cancel = cancel
+	f.ctx = ctx
+	if _, err := f.recv.Setup(ctx); err != nil {
+		cancel()
+		return fmt.Errorf("federation receiver: %w", err)
+	}
+	n.fed = f
+	return nil
+}
+
+// start runs the request server, the receiver, the publisher and the
+// log watcher, once the API they serve through exists.
+func (f *fed) start() {
+	n, ctx := f.n, f.ctx
+	for _, run := range []func(context.Context) error{
+		func(ctx context.Context) error { return f.tr.Serve(ctx, f.handle) },
+		f.recv.Run,
+		f.pub.Run,
+		f.watch,
+	} {
+		f.wg.Add(1)
+		go func(run func(context.Context) error) {
+			defer f.wg.Done()
+			if err := run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+				n.cfg.Logger.Error("federation", "err", err)
+			}
+		}(run)
+	}
+}
+
+func (f *fed) stop() {
+	f.cancel()
+	f.wg.Wait()
+	f.tr.Close()
+	f.keys.Close()
+}
+
+// watch wakes the publisher after every committed event that writes
+// outbox entries, and applies policy changes.
+func (f *fed) watch(ctx context.Context) error {
+	return f.n.Log.Tail(ctx, f.n.Log.Size()+1, func(ev *eventlog.Event) error {
+		switch ev.Type {
+		case events.TypeCommitAccepted, events.TypeProposalAccepted, events.TypeApplicationMessageAccepted:
+			select {
+			case f.notify <- struct{}{}:
+			default:
+			}
+		case events.TypeFederationPolicyChanged:
+			var e events.FederationPolicyChanged
+			if err := events.Decode(ev, &e); err != nil {
+				return err
+			}
+			p, err := federation.ParsePolicy(e.Policy)
+			if err != nil {
+				return err
+			}
+			f.tr.SetPolicy(p)
+			f.n.cfg.Logger.Info("federation policy changed", "mode", p.Mode, "allow", p.Allow, "block", p.Block)
+		}
+		return nil
+	})
+}
+
+// handle answers requests relayed by other homeservers, through the same
+// code as local clients' requests.
+func (f *fed) handle(ctx context.Context, origin, kind string, payload []byte) ([]byte, error) {
+	a := f.n.API
+	switch kind {
+	case kindLookup:
+		var users []string
+		if err := json.Unmarshal(payload, &users); err != nil {
+			return nil, validation.Reject(validation.CodeMalformed, "%v", err)
+		}
+		res, retry := a.Lookup(ctx, api.RelayedRequester(origin), users)
+		if retry > 0 {
+			return nil, validation.Reject(validation.CodeRateLimited, "retry after %s", retry)
+		}
+		return json.Marshal(res)
+	case kindClaim:
+		b, retry, err := a.Claim(ctx, api.RelayedRequester(origin), string(payload))
+		if retry > 0 {
+			return nil, validation.Reject(validation.CodeRateLimited, "retry after %s", retry)
+		}
+		return b, err
+	case kindKeys:
+		return f.n.Keys.PublicKeys().Marshal(), nil
+	case api.RelayHandshake, api.RelayMessage:
+		var req relayedGroup
+		if err := json.Unmarshal(payload, &req); err != nil {
+			return nil, validation.Reject(validation.CodeMalformed, "%v", err)
+		}
+		return a.GroupRequest(ctx, origin, kind, req.GroupID, req.Body)
+	}
+	return nil, validation.Reject(validation.CodeUnknownCommand, "unknown request kind %q", kind)
+}
+
+type relayedGroup struct {
+	GroupID []byte          `json:"group_id"`
+	Body    json.RawMessage `json:"body"`
+}
+
+// peerError maps our rejections to federation error replies.
+func peerError(err error) (string, string, bool) {
+	if e, ok := validation.AsError(err); ok {
+		return e.Code, e.Msg, true
+	}
+	if c := identity.CodeOf(err); c != "" {
+		return c, err.Error(), true
+	}
+	return "", "", false
+}
+
+// localError turns a peer's error reply into our rejection, keeping its
+// code, so a relayed request fails for the client exactly as a local one.
+func localError(err error) error {
+	var fe *federation.Error
+	if errors.As(err, &fe) {
+		if fe.Remote != "" {
+			return validation.Reject(fe.Code, "%s", fe.Msg)
+		}
+		return &validation.Error{Code: fe.Code, Status: 502, Msg: fe.Msg}
+	}
+	return err
+}
+
+// RelayGroup implements api.GroupRelay.
+func (f *fed) RelayGroup(ctx context.Context, domain, kind string, gid, body []byte) ([]byte, error) {
+	p, err := json.Marshal(relayedGroup{GroupID: gid, Body: body})
+	if err != nil {
+		return nil, err
+	}
+	b, err := f.tr.Request(ctx, domain, kind, p)
+	return b, localError(err)
+}
+
+// Lookup implements api.Relay.
+func (f *fed) Lookup(ctx context.Context, domain string, users []string) ([]api.LookupResult, error) {
+	p, _ := json.Marshal(users)
+	b, err := f.tr.Request(ctx, domain, kindLookup, p)
+	if err != nil {
+		return nil, localError(err)
+	}
+	var res []api.LookupResult
+	if err := json.Unmarshal(b, &res); err != nil {
+		return nil, fmt.Errorf("lookup reply of %s: %w", domain, err)
+	}
+	return res, nil
+}
+
+// Claim implements api.Relay.
+func (f *fed) Claim(ctx context.Context, domain, userID string) ([]byte, error) {
+	b, err := f.tr.Request(ctx, domain, kindClaim, []byte(userID))
+	return b, localError(err)
+}
+
+// remoteKeys returns another homeserver's public keys, asked over the bus
+// and checked against its pinned federation key.
+func (f *fed) remoteKeys(ctx context.Context, domain string) ([]byte, error) {
+	b, err := f.tr.Request(ctx, domain, kindKeys, nil)
+	if err != nil {
+		return nil, localError(err)
+	}
+	pk, err := identity.ParsePublicKeys(b, domain)
+	if err != nil {
+		return nil, err
+	}
+	pinned, err := f.keys.FederationKey(ctx, domain)
+	if err != nil {
+		return nil, localError(err)
+	}
+	if !pinned.Equal(ed25519.PublicKey(pk.FederationKey)) {
+		return nil, validation.Reject("key_changed", "%s answered with a federation key other than the pinned one", domain)
+	}
+	return b, nil
+}
+
+// inbox is the receiving side: deliveries become events.
+type inbox struct{ f *fed }
+
+func (in inbox) Deliver(ctx context.Context, d federation.Delivery) error {
+	var m events.FederatedMessage
+	if err := json.Unmarshal(d.Envelope.Payload, &m); err != nil {
+		// A signed delivery we cannot read: record the refusal so the
+		// origin's order moves on.
+		m = events.FederatedMessage{}
+	}
+	now := in.f.n.cfg.Clock()
+	if ok, _ := in.f.perOrigin.Allow(d.Origin, now); !ok {
+		return errors.New("rate limited per origin")
+	}
+	_, err := in.f.n.Log.Append(ctx, eventlog.Command{
+		Key:  []byte("fed/" + d.ID()),
+		Body: validation.DeliverFederated{Origin: d.Origin, Counter: d.Counter, Envelope: d.Raw, Message: m},
+	})
+	var rej *eventlog.Rejection
+	if errors.As(err, &rej) {
+		if e, ok := validation.AsError(rej.Err); ok && e.Code == validation.CodeOutOfOrder {
+			return fmt.Errorf("%w: %v", federation.ErrOutOfOrder, e)
+		}
+		return rej.Err
+	}
+	return err
+}
+
+func (in inbox) Cursor(origin string) (uint64, error) {
+	return projections.FederationView{R: eventlog.NewReader(in.f.n.Log.DB())}.Cursor(origin)
+}
+
+// outbox is the sending side over the outbox projection.
+type outbox struct{ f *fed }
+
+func (o outbox) view() projections.OutboxView {
+	return projections.OutboxView{R: eventlog.NewReader(o.f.n.Log.DB())}
+}
+
+func (o outbox) Destinations() ([]string, error) { return o.view().Destinations() }
+
+func (o outbox) Pending(dest string, after uint64, max int) ([]federation.OutboxEntry, error) {
+	ns, ps, err := o.view().Pending(dest, after, max)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]federation.OutboxEntry, len(ns))
+	for i := range ns {
+		out[i] = federation.OutboxEntry{Counter: ns[i], Payload: ps[i]}
+	}
+	return out, nil
+}
+
+func (o outbox) Trim(ctx context.Context, dest string, upTo uint64) error {
+	_, err := o.f.n.Log.Append(ctx, eventlog.Command{Body: validation.TrimOutbox{Destination: dest, UpTo: upTo}})
+	return err
+}
+
+func (o outbox) Notify() <-chan struct{} { return o.f.notify }

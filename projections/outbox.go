@@ -1,0 +1,226 @@
+package projections
+
+import (
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/mlshome/homeserver/eventlog"
+	"github.com/mlshome/homeserver/events"
+)
+
+// Outbox is the projection of deliveries owed to other homeservers, for
+// the groups this homeserver owns (MD-7, FED-4). An accepted group event
+// writes, in the same batch, one entry per destination homeserver with
+// members in the group, numbered densely per destination; the federation
+// publisher sends them and OutboxTrimmed events drop them once the
+// destination has committed them. It must run before Groups.
+//
+//	p/out/g/<hex group id>               remote members (JSON [RemoteMember])
+//	p/out/e/<dest> 0x00 <counter BE>     events.FederatedMessage (JSON)
+//	p/out/n/<dest>                       last counter (8 bytes BE)
+//	p/out/t/<dest>                       trimmed up to (8 bytes BE)
+type Outbox struct {
+	Resolve QueueResolver
+	Domain  string
+}
+
+// RemoteMember is a member leaf whose queue is on another homeserver.
+type RemoteMember struct {
+	Leaf        uint32 `json:"leaf"`
+	Domain      string `json:"domain"`
+	QueueConfig []byte `json:"queue_config"`
+}
+
+const outName = "out"
+
+func outMembersKey(gid []byte) []byte {
+	return append(Prefix(outName), "g/"+hex.EncodeToString(gid)...)
+}
+func outEntryPrefix(dest string) []byte { return append(Prefix(outName), "e/"+dest+"\x00"...) }
+func outEntryKey(dest string, n uint64) []byte {
+	return binary.BigEndian.AppendUint64(outEntryPrefix(dest), n)
+}
+func outCounterKey(dest string) []byte { return append(Prefix(outName), "n/"+dest...) }
+func outTrimKey(dest string) []byte    { return append(Prefix(outName), "t/"+dest...) }
+
+// Name implements Projection.
+func (Outbox) Name() string { return outName }
+
+// Handles implements Projection.
+func (Outbox) Handles() []string {
+	return []string{events.TypeCommitAccepted, events.TypeProposalAccepted, events.TypeApplicationMessageAccepted, events.TypeOutboxTrimmed}
+}
+
+func getU64(r eventlog.Reader, key []byte) (uint64, error) {
+	b, err := r.Get(key)
+	if errors.Is(err, eventlog.ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	return binary.BigEndian.Uint64(b), nil
+}
+
+func loadRemote(r eventlog.Reader, gid []byte) ([]RemoteMember, error) {
+	var rs []RemoteMember
+	err := getJSON(r, outMembersKey(gid), &rs)
+	if errors.Is(err, eventlog.ErrNotFound) {
+		return nil, nil
+	}
+	return rs, err
+}
+
+// Apply implements Projection.
+func (o Outbox) Apply(rw eventlog.ReadWriter, ev *eventlog.Event) error {
+	m := events.FederatedMessage{OriginSeq: ev.Seq, Type: ev.Type}
+	switch ev.Type {
+	case events.TypeOutboxTrimmed:
+		var e events.OutboxTrimmed
+		if err := events.Decode(ev, &e); err != nil {
+			return err
+		}
+		if err := rw.DeleteRange(outEntryPrefix(e.Destination), outEntryKey(e.Destination, e.UpTo+1)); err != nil {
+			return err
+		}
+		return rw.Set(outTrimKey(e.Destination), binary.BigEndian.AppendUint64(nil, e.UpTo))
+	case events.TypeApplicationMessageAccepted:
+		var e events.ApplicationMessageAccepted
+		if err := events.Decode(ev, &e); err != nil {
+			return err
+		}
+		m.GroupID, m.Epoch, m.Sender, m.Message = e.GroupID, e.Epoch, e.Sender, e.Message
+	case events.TypeProposalAccepted:
+		var e events.ProposalAccepted
+		if err := events.Decode(ev, &e); err != nil {
+			return err
+		}
+		m.GroupID, m.Epoch, m.Sender, m.Message = e.GroupID, e.Epoch, e.Sender, e.Message
+	case events.TypeCommitAccepted:
+		var e events.CommitAccepted
+		if err := events.Decode(ev, &e); err != nil {
+			return err
+		}
+		m.GroupID, m.Epoch, m.Sender, m.Message, m.Removed = e.GroupID, e.Epoch, e.Sender, e.Message, e.Removed
+		rs, err := loadRemote(rw, e.GroupID)
+		if err != nil {
+			return err
+		}
+		if err := o.fanOut(rw, rs, m); err != nil {
+			return err
+		}
+		next := rs[:0:0]
+		for _, r := range rs {
+			if !slices.Contains(e.Removed, r.Leaf) {
+				next = append(next, r)
+			}
+		}
+		var added []RemoteMember
+		for _, a := range e.Added {
+			t, err := o.Resolve(a.QueueConfig)
+			if err != nil {
+				return fmt.Errorf("queue config of added leaf %d: %w", a.Leaf, err)
+			}
+			if t.Domain != o.Domain {
+				added = append(added, RemoteMember{Leaf: a.Leaf, Domain: t.Domain, QueueConfig: a.QueueConfig})
+			}
+		}
+		if len(e.Welcome) > 0 && len(added) > 0 {
+			w := events.FederatedMessage{OriginSeq: ev.Seq, Type: ev.Type, GroupID: e.GroupID, Epoch: e.Epoch, Sender: e.Sender, Welcome: e.Welcome}
+			if err := o.fanOut(rw, added, w); err != nil {
+				return err
+			}
+		}
+		next = append(next, added...)
+		slices.SortFunc(next, func(a, b RemoteMember) int { return int(a.Leaf) - int(b.Leaf) })
+		if len(next) == 0 && len(rs) == 0 {
+			return nil
+		}
+		return setJSON(rw, outMembersKey(e.GroupID), next)
+	}
+	rs, err := loadRemote(rw, m.GroupID)
+	if err != nil {
+		return err
+	}
+	return o.fanOut(rw, rs, m)
+}
+
+// fanOut writes one entry per destination domain with the recipients
+// there (the sender excluded), in domain order.
+func (o Outbox) fanOut(rw eventlog.ReadWriter, rs []RemoteMember, m events.FederatedMessage) error {
+	byDomain := map[string][][]byte{}
+	var domains []string
+	for _, r := range rs {
+		if r.Leaf == m.Sender && m.Welcome == nil {
+			continue
+		}
+		if _, ok := byDomain[r.Domain]; !ok {
+			domains = append(domains, r.Domain)
+		}
+		byDomain[r.Domain] = append(byDomain[r.Domain], r.QueueConfig)
+	}
+	slices.Sort(domains)
+	for _, d := range domains {
+		m.Recipients = byDomain[d]
+		n, err := getU64(rw, outCounterKey(d))
+		if err != nil {
+			return err
+		}
+		n++
+		b, err := json.Marshal(m)
+		if err != nil {
+			return err
+		}
+		if err := rw.Set(outEntryKey(d, n), b); err != nil {
+			return err
+		}
+		if err := rw.Set(outCounterKey(d), binary.BigEndian.AppendUint64(nil, n)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// OutboxView reads the outbox projection.
+type OutboxView struct{ R eventlog.Reader }
+
+// Destinations lists the domains that have or had entries.
+func (v OutboxView) Destinations() ([]string, error) {
+	var out []string
+	p := append(Prefix(outName), "n/"...)
+	err := v.R.Scan(p, eventlog.PrefixEnd(p), func(k, _ []byte) error {
+		out = append(out, string(k[len(p):]))
+		return nil
+	})
+	return out, err
+}
+
+// Pending returns up to max entries for dest above counter after.
+func (v OutboxView) Pending(dest string, after uint64, max int) ([]uint64, [][]byte, error) {
+	var ns []uint64
+	var ps [][]byte
+	p := outEntryPrefix(dest)
+	stop := errors.New("enough")
+	err := v.R.Scan(outEntryKey(dest, after+1), eventlog.PrefixEnd(p), func(k, val []byte) error {
+		ns = append(ns, binary.BigEndian.Uint64(k[len(p):]))
+		ps = append(ps, append([]byte(nil), val...))
+		if len(ns) >= max {
+			return stop
+		}
+		return nil
+	})
+	if err == stop {
+		err = nil
+	}
+	return ns, ps, err
+}
+
+// Trimmed returns the counter dest's entries were trimmed up to.
+func (v OutboxView) Trimmed(dest string) (uint64, error) { return getU64(v.R, outTrimKey(dest)) }
+
+// RemoteMembers returns a group's members on other homeservers.
+func (v OutboxView) RemoteMembers(gid []byte) ([]RemoteMember, error) { return loadRemote(v.R, gid) }
