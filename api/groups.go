@@ -413,6 +413,13 @@ func (s *Server) queued(seqs []uint64, from uint64) (QueueReply, error) {
 			var e events.ProposalAccepted
 			err = json.Unmarshal(ev.Payload, &e)
 			m.GroupID, m.Epoch, m.Sender, m.Message = e.GroupID, e.Epoch, e.Sender, e.Message
+		case events.TypeDeliveryReceived:
+			// A message of a group owned by another homeserver: shown as
+			// the owner's event.
+			var e events.DeliveryReceived
+			err = json.Unmarshal(ev.Payload, &e)
+			f := e.Message
+			m.Type, m.GroupID, m.Epoch, m.Sender, m.Message, m.Welcome, m.Removed = f.Type, f.GroupID, f.Epoch, f.Sender, f.Message, f.Welcome, f.Removed
 		}
 		if err != nil {
 			return reply, err

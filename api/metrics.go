@@ -20,6 +20,9 @@ type Metrics struct {
 	RequestTimes *prometheus.HistogramVec
 	// FederationDropped counts inbound federation messages refused, by code.
 	FederationDropped *prometheus.CounterVec
+	// FederationLimited counts inbound deliveries held back by the
+	// per-origin limit (FED-6), by origin.
+	FederationLimited *prometheus.CounterVec
 }
 
 // NewMetrics creates the metrics in a new registry, with Go and process
@@ -57,7 +60,10 @@ func NewMetrics() *Metrics {
 			Name: "homeserver_federation_dropped_total", Help: "Inbound federation envelopes dropped, by stable code.",
 		}, []string{"code"}),
 	}
-	reg.MustRegister(m.FederationDropped, m.EventsTotal, m.BatchSize, m.BatchEvents, m.CommitTime, m.Requests, m.Rejections, m.RequestTimes,
+	m.FederationLimited = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "homeserver_federation_limited_total", Help: "Inbound deliveries held back by the per-origin limit.",
+	}, []string{"origin"})
+	reg.MustRegister(m.FederationDropped, m.FederationLimited, m.EventsTotal, m.BatchSize, m.BatchEvents, m.CommitTime, m.Requests, m.Rejections, m.RequestTimes,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

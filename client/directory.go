@@ -2,9 +2,11 @@ package client
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 
 	"github.com/mlshome/homeserver/identity"
 )
@@ -107,4 +109,19 @@ func (d *Directory) verify(ctx context.Context, userID string, bundle []byte, cl
 		}
 	}
 	return vb, nil
+}
+
+// RemoteAuthKey asks the connection's homeserver for another homeserver's
+// authentication key (as that homeserver pinned it): a KeyResolver that
+// keeps the client talking to its own homeserver only.
+func (c *Conn) RemoteAuthKey(ctx context.Context, domain string) ([]byte, error) {
+	var raw json.RawMessage
+	if err := c.do(ctx, http.MethodGet, "/v1/federation/keys/"+url.PathEscape(domain), nil, nil, &raw); err != nil {
+		return nil, err
+	}
+	pk, err := identity.ParsePublicKeys(raw, domain)
+	if err != nil {
+		return nil, err
+	}
+	return pk.AuthKey, nil
 }

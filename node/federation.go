@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 
 	"github.com/mlshome/homeserver/api"
 	"github.com/mlshome/homeserver/eventlog"
@@ -32,8 +33,12 @@ type FederationConfig struct {
 	Policy federation.Policy
 	// AdminToken enables the admin API (policy changes).
 	AdminToken string
-	// PerOrigin and PerQueue limit inbound deliveries (FED-6).
-	PerOrigin, PerQueue ratelimit.Limit
+	// PerOrigin limits inbound deliveries per origin homeserver (FED-6);
+	// over it a delivery waits in the stream and is retried.
+	PerOrigin ratelimit.Limit
+	// RetryMax caps the publisher's backoff while a destination is
+	// unreachable (default 1m).
+	RetryMax time.Duration
 }
 
 // fed is the federation side of a node.
@@ -48,7 +53,6 @@ type fed struct {
 	ctx       context.Context
 	wg        sync.WaitGroup
 	perOrigin *ratelimit.Limiter
-	perQueue  *ratelimit.Limiter
 }
 
 // federation kinds of relayed requests besides group requests.
@@ -67,7 +71,7 @@ func (n *Node) startFederation(cfg FederationConfig) error {
 	if err := os.MkdirAll(pinDir, 0o700); err != nil {
 		return err
 	}
-	ks, err := federation.NewKeyStore(federation.KeyStoreConfig{Configured: configured, Scheme: cfg.Scheme, PinDir: pinDir})
+	ks, err := federation.NewKeyStore(federation.KeyStoreConfig{Configured: configured, Scheme: cfg.Scheme, PinDir: pinDir, Logger: n.cfg.Logger})
 	if err != nil {
 		return fmt.Errorf("federation keys: %w", err)
 	}
@@ -77,8 +81,7 @@ func (n *Node) startFederation(cfg FederationConfig) error {
 			return fmt.Errorf("stored federation policy: %w", err)
 		}
 	}
-	f := &fed{n: n, keys: ks, notify: make(chan struct{}, 1),
-		perOrigin: ratelimit.New(cfg.PerOrigin, 0), perQueue: ratelimit.New(cfg.PerQueue, 0)}
+	f := &fed{n: n, keys: ks, notify: make(chan struct{}, 1), perOrigin: ratelimit.New(cfg.PerOrigin, 0)}
 	f.tr, err = federation.NewTransport(federation.TransportConfig{
 		Conn: n.Bus.Conn, Self: n.cfg.Domain, Sign: n.Keys.SignFederation, Keys: ks, Policy: policy,
 		Logger: n.cfg.Logger, ErrorCode: peerError,
@@ -92,7 +95,7 @@ func (n *Node) startFederation(cfg FederationConfig) error {
 	if f.recv, err = federation.NewReceiver(federation.ReceiverConfig{Transport: f.tr, Inbox: inbox{f}}); err != nil {
 		return err
 	}
-	if f.pub, err = federation.NewPublisher(federation.PublisherConfig{Transport: f.tr, Outbox: outbox{f}}); err != nil {
+	if f.pub, err = federation.NewPublisher(federation.PublisherConfig{Transport: f.tr, Outbox: outbox{f}, RetryMin: cfg.RetryMax / 10, RetryMax: cfg.RetryMax, Poll: cfg.RetryMax / 4}); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -284,6 +287,7 @@ func (in inbox) Deliver(ctx context.Context, d federation.Delivery) error {
 	}
 	now := in.f.n.cfg.Clock()
 	if ok, _ := in.f.perOrigin.Allow(d.Origin, now); !ok {
+		in.f.n.Metrics.FederationLimited.WithLabelValues(d.Origin).Inc()
 		return errors.New("rate limited per origin")
 	}
 	_, err := in.f.n.Log.Append(ctx, eventlog.Command{

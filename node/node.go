@@ -30,7 +30,10 @@ type Config struct {
 	// NATS state ("nats").
 	DataDir string
 	// Listen is the HTTP listen address; "127.0.0.1:0" picks a free port.
-	Listen        string
+	Listen string
+	// Listener, if set, is used instead of listening on Listen (so the
+	// domain can be the address before the node starts).
+	Listener      net.Listener
 	Logger        *slog.Logger
 	RequestWindow time.Duration
 	// Clock, if set, replaces time.Now for the writer and request checks.
@@ -173,9 +176,12 @@ func Open(cfg Config) (*Node, error) {
 
 // Start listens on cfg.Listen and serves the API in the background.
 func (n *Node) Start() error {
-	ln, err := net.Listen("tcp", n.cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("listen %s: %w", n.cfg.Listen, err)
+	ln := n.cfg.Listener
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", n.cfg.Listen); err != nil {
+			return fmt.Errorf("listen %s: %w", n.cfg.Listen, err)
+		}
 	}
 	n.ln = ln
 	n.srv = &http.Server{Handler: n.API.Handler(), ReadHeaderTimeout: 10 * time.Second}
