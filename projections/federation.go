@@ -57,7 +57,9 @@ func (Federation) Apply(rw eventlog.ReadWriter, ev *eventlog.Event) error {
 type FederationView struct{ R eventlog.Reader }
 
 // Cursor returns the delivery cursor of origin.
-func (v FederationView) Cursor(origin string) (uint64, error) { return getU64(v.R, fedCursorKey(origin)) }
+func (v FederationView) Cursor(origin string) (uint64, error) {
+	return getU64(v.R, fedCursorKey(origin))
+}
 
 // Policy returns the stored policy JSON, or eventlog.ErrNotFound.
 func (v FederationView) Policy() ([]byte, error) { return v.R.Get(fedPolicyKey()) }
