@@ -448,3 +448,28 @@ func (s *Server) ackQueue(w http.ResponseWriter, r *http.Request) {
 	}
 	s.submit(w, r, eventlog.Command{Body: validation.AckQueue{ClientID: client.ClientID, UpTo: req.UpTo}}, http.StatusOK)
 }
+
+// BlockRequest asks the homeserver to refuse a group's deliveries to the
+// signing client's queue.
+type BlockRequest struct {
+	GroupID []byte `json:"group_id"`
+}
+
+func (s *Server) blockGroup(w http.ResponseWriter, r *http.Request) {
+	body, err := readBody(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	client, err := s.authenticate(r, body)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	var req BlockRequest
+	if err := decodeStrict(body, &req); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.submit(w, r, eventlog.Command{Body: validation.BlockGroup{ClientID: client.ClientID, GroupID: req.GroupID}}, http.StatusOK)
+}

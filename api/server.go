@@ -103,6 +103,7 @@ func New(cfg Config) *Server {
 	s.route("PUT /v1/admin/federation/policy", s.setPolicy)
 	s.route("GET /v1/queue", s.fetchQueue)
 	s.route("POST /v1/queue/ack", s.ackQueue)
+	s.route("POST /v1/queue/block", s.blockGroup)
 	s.route("GET /v1/log/checkpoint", s.checkpoint)
 	s.route("GET /v1/log/proof/inclusion", s.inclusionProof)
 	s.route("GET /v1/log/proof/consistency", s.consistencyProof)

@@ -491,3 +491,10 @@ func (c *Client) Ack(ctx context.Context) error {
 	}
 	return c.Conn.do(ctx, http.MethodPost, "/v1/queue/ack", map[string]any{"up_to": upTo - 1}, c, nil)
 }
+
+// BlockGroup asks the client's homeserver to refuse, from now on, every
+// delivery of group gid (owned by another homeserver) to this client.
+func (c *Client) BlockGroup(ctx context.Context, gid []byte) error {
+	c.ForgetGroup(gid)
+	return c.Conn.do(ctx, http.MethodPost, "/v1/queue/block", map[string]any{"group_id": gid}, c, nil)
+}

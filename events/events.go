@@ -35,6 +35,7 @@ const (
 	TypeDeliveryRefused         = "DeliveryRefused"
 	TypeOutboxTrimmed           = "OutboxTrimmed"
 	TypeFederationPolicyChanged = "FederationPolicyChanged"
+	TypeQueueGroupBlocked       = "QueueGroupBlocked"
 )
 
 // UserRegistered records a new local user.
@@ -195,6 +196,14 @@ type OutboxTrimmed struct {
 // Policy is its deterministic JSON.
 type FederationPolicyChanged struct {
 	Policy json.RawMessage `json:"policy"`
+}
+
+// QueueGroupBlocked records that a local client wants nothing more from a
+// group owned by another homeserver: deliveries for it to this client's
+// queue are refused (FED-5).
+type QueueGroupBlocked struct {
+	ClientID string `json:"client_id"`
+	GroupID  []byte `json:"group_id"`
 }
 
 // Draft encodes v as the payload of a new event of type typ.

@@ -36,6 +36,8 @@ type FederationConfig struct {
 	// PerOrigin limits inbound deliveries per origin homeserver (FED-6);
 	// over it a delivery waits in the stream and is retried.
 	PerOrigin ratelimit.Limit
+	// PerQueue limits inbound deliveries per target queue (FED-6).
+	PerQueue ratelimit.Limit
 	// RetryMax caps the publisher's backoff while a destination is
 	// unreachable (default 1m).
 	RetryMax time.Duration
@@ -53,6 +55,7 @@ type fed struct {
 	ctx       context.Context
 	wg        sync.WaitGroup
 	perOrigin *ratelimit.Limiter
+	perQueue  *ratelimit.Limiter
 }
 
 // federation kinds of relayed requests besides group requests.
@@ -81,7 +84,7 @@ func (n *Node) startFederation(cfg FederationConfig) error {
 			return fmt.Errorf("stored federation policy: %w", err)
 		}
 	}
-	f := &fed{n: n, keys: ks, notify: make(chan struct{}, 1), perOrigin: ratelimit.New(cfg.PerOrigin, 0)}
+	f := &fed{n: n, keys: ks, notify: make(chan struct{}, 1), perOrigin: ratelimit.New(cfg.PerOrigin, 0), perQueue: ratelimit.New(cfg.PerQueue, 0)}
 	f.tr, err = federation.NewTransport(federation.TransportConfig{
 		Conn: n.Bus.Conn, Self: n.cfg.Domain, Sign: n.Keys.SignFederation, Keys: ks, Policy: policy,
 		Logger: n.cfg.Logger, ErrorCode: peerError,
@@ -92,7 +95,7 @@ func (n *Node) startFederation(cfg FederationConfig) error {
 	if err != nil {
 		return err
 	}
-	if f.recv, err = federation.NewReceiver(federation.ReceiverConfig{Transport: f.tr, Inbox: inbox{f}}); err != nil {
+	if f.recv, err = federation.NewReceiver(federation.ReceiverConfig{Transport: f.tr, Inbox: inbox{f}, RetryMin: cfg.RetryMax / 10, RetryMax: cfg.RetryMax}); err != nil {
 		return err
 	}
 	if f.pub, err = federation.NewPublisher(federation.PublisherConfig{Transport: f.tr, Outbox: outbox{f}, RetryMin: cfg.RetryMax / 10, RetryMax: cfg.RetryMax, Poll: cfg.RetryMax / 4}); err != nil {
@@ -285,10 +288,18 @@ func (in inbox) Deliver(ctx context.Context, d federation.Delivery) error {
 		// origin's order moves on.
 		m = events.FederatedMessage{}
 	}
-	now := in.f.n.cfg.Clock()
-	if ok, _ := in.f.perOrigin.Allow(d.Origin, now); !ok {
-		in.f.n.Metrics.FederationLimited.WithLabelValues(d.Origin).Inc()
-		return errors.New("rate limited per origin")
+	// FED-6: over a limit the delivery waits (the stream holds the rest,
+	// in order); the limit slows an origin down, it never drops or reorders.
+	if err := in.throttle(ctx, in.f.perOrigin, d.Origin, d.Origin); err != nil {
+		return err
+	}
+	resolve := in.f.n.keyring.resolver()
+	for _, sealed := range m.Recipients {
+		if t, err := resolve(sealed); err == nil && t.ClientID != "" {
+			if err := in.throttle(ctx, in.f.perQueue, t.ClientID, d.Origin); err != nil {
+				return err
+			}
+		}
 	}
 	_, err := in.f.n.Log.Append(ctx, eventlog.Command{
 		Key:  []byte("fed/" + d.ID()),
@@ -302,6 +313,24 @@ func (in inbox) Deliver(ctx context.Context, d federation.Delivery) error {
 		return rej.Err
 	}
 	return err
+}
+
+// throttle waits until l has a token for key.
+func (in inbox) throttle(ctx context.Context, l *ratelimit.Limiter, key, origin string) error {
+	for {
+		ok, retry := l.Allow(key, in.f.n.cfg.Clock())
+		if ok {
+			return nil
+		}
+		in.f.n.Metrics.FederationLimited.WithLabelValues(origin).Inc()
+		t := time.NewTimer(min(retry, 5*time.Second))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
 }
 
 func (in inbox) Cursor(origin string) (uint64, error) {

@@ -20,6 +20,7 @@ import (
 //
 //	p/q/c/<client id>/<event seq BE>   empty value
 //	p/q/g/<hex group id>               recipients: (leaf u32, len u8, client id)*
+//	p/q/b/<client id>/<hex group id>   the client blocked that group (FED-5)
 //
 // It must run before Groups in the projection set: a commit is fanned out
 // to the members of the epoch it ends.
@@ -35,6 +36,10 @@ func queuePrefix(clientID string) []byte { return append(Prefix(qName), "c/"+cli
 func queueKey(clientID string, seq uint64) []byte {
 	return binary.BigEndian.AppendUint64(queuePrefix(clientID), seq)
 }
+func blockKey(clientID string, gid []byte) []byte {
+	return append(Prefix(qName), "b/"+clientID+"/"+hex.EncodeToString(gid)...)
+}
+
 func recipientsKey(gid []byte) []byte {
 	return append(Prefix(qName), "g/"+hex.EncodeToString(gid)...)
 }
@@ -90,7 +95,7 @@ func (Queues) Name() string { return qName }
 
 // Handles implements Projection.
 func (Queues) Handles() []string {
-	return []string{events.TypeGroupCreated, events.TypeCommitAccepted, events.TypeProposalAccepted, events.TypeApplicationMessageAccepted, events.TypeQueueAcked, events.TypeDeliveryReceived}
+	return []string{events.TypeGroupCreated, events.TypeCommitAccepted, events.TypeProposalAccepted, events.TypeApplicationMessageAccepted, events.TypeQueueAcked, events.TypeDeliveryReceived, events.TypeQueueGroupBlocked}
 }
 
 // Apply implements Projection.
@@ -131,6 +136,12 @@ func (q Queues) Apply(rw eventlog.ReadWriter, ev *eventlog.Event) error {
 			}
 		}
 		return nil
+	case events.TypeQueueGroupBlocked:
+		var e events.QueueGroupBlocked
+		if err := events.Decode(ev, &e); err != nil {
+			return err
+		}
+		return rw.Set(blockKey(e.ClientID, e.GroupID), nil)
 	case events.TypeQueueAcked:
 		var e events.QueueAcked
 		if err := events.Decode(ev, &e); err != nil {
@@ -208,6 +219,15 @@ func (q Queues) enqueue(rw eventlog.ReadWriter, rs []recipient, sender uint32, s
 
 // QueueView reads a client's queue.
 type QueueView struct{ R eventlog.Reader }
+
+// Blocked reports whether clientID blocked group gid.
+func (v QueueView) Blocked(clientID string, gid []byte) (bool, error) {
+	_, err := v.R.Get(blockKey(clientID, gid))
+	if errors.Is(err, eventlog.ErrNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
 
 // From returns up to max event sequence numbers queued for clientID at or
 // after from, in order.

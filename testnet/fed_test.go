@@ -150,6 +150,20 @@ func TestFED_2_ForgedReplayedAndSpoofedRefused(t *testing.T) {
 	if hs2.Node.Log.Size() != size {
 		t.Fatalf("refused envelopes appended %d events", hs2.Node.Log.Size()-size)
 	}
+	// Garbage, truncated and oversized envelopes are dropped and counted.
+	good, _ := federation.Seal(&federation.Envelope{Origin: hs3.Domain, Destination: hs2.Domain, Kind: "lookup", ID: "x-2", Timestamp: time.Now().UnixMilli(), Payload: lookup}, hs3.Node.Keys.SignFederation)
+	before := testutil.ToFloat64(hs2.Node.Metrics.FederationDropped.WithLabelValues("malformed")) + testutil.ToFloat64(hs2.Node.Metrics.FederationDropped.WithLabelValues("too_large"))
+	for _, bad := range [][]byte{[]byte("garbage"), good[:len(good)/2], append(good, make([]byte, 5<<20)...)} {
+		nc.Publish(subj, bad)
+	}
+	nc.Flush()
+	waitFor(t, "bad input counted", func() bool {
+		return testutil.ToFloat64(hs2.Node.Metrics.FederationDropped.WithLabelValues("malformed"))+
+			testutil.ToFloat64(hs2.Node.Metrics.FederationDropped.WithLabelValues("too_large")) >= before+2
+	})
+	if hs2.Node.Log.Size() != size {
+		t.Fatal("bad input appended events")
+	}
 	if n := testutil.ToFloat64(hs2.Node.Metrics.FederationDropped.WithLabelValues("origin_mismatch")) +
 		testutil.ToFloat64(hs2.Node.Metrics.FederationDropped.WithLabelValues("bad_signature")); n < 2 {
 		t.Fatalf("forged envelopes counted %v times", n)
@@ -330,6 +344,29 @@ func TestFED_5_BlockedDomainAndForeignQueueRefused(t *testing.T) {
 	}
 }
 
+// FED-5: a queue that blocked a group gets nothing more from it; the
+// refusal is recorded and other queues still get their deliveries.
+func TestFED_5_QueueBlocksGroup(t *testing.T) {
+	net := startNet(t, 2)
+	ctx := context.Background()
+	hs2 := net.Servers[1]
+	a := user(t, net.Servers[0], "ari", 1)[0]
+	bs := user(t, hs2, "bel", 2)
+	g := groupAcross(t, net, a, bs...)
+	if err := bs[0].BlockGroup(ctx, g.ID); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Send(ctx, []byte("after the block")); err != nil {
+		t.Fatal(err)
+	}
+	if in := receive(t, bs[1], 1); string(in[0].Plaintext) != "after the block" {
+		t.Fatalf("the other client got %+v", in)
+	}
+	if in, _ := bs[0].Fetch(ctx, 500*time.Millisecond); len(in) != 0 {
+		t.Fatalf("the blocking client still got %d messages", len(in))
+	}
+}
+
 // FED-6 (and MD-8 for relayed senders): a relaying homeserver is limited
 // per origin; over the limit its clients get 429 rate_limited.
 func TestFED_6_PerOriginLimits(t *testing.T) {
@@ -355,5 +392,32 @@ func TestFED_6_PerOriginLimits(t *testing.T) {
 	// Local senders are not affected by another origin's limit.
 	if err := g.Send(ctx, []byte("local")); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// FED-6: inbound deliveries are limited per origin and per target queue:
+// over the limit they wait in the stream and are retried, so the limit
+// bites and nothing is lost.
+func TestFED_6_InboundDeliveryLimits(t *testing.T) {
+	net := startNet(t, 2, func(i int, c *node.Config) {
+		c.Federation.PerQueue = ratelimit.Limit{PerSecond: 20, Burst: 5}
+	})
+	ctx := context.Background()
+	a := user(t, net.Servers[0], "amy", 1)[0]
+	b := user(t, net.Servers[1], "bea", 1)[0]
+	g := groupAcross(t, net, a, b)
+	for i := 0; i < 30; i++ {
+		if err := g.Send(ctx, []byte(fmt.Sprint(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	in := receive(t, b, 30)
+	for i, m := range in {
+		if string(m.Plaintext) != fmt.Sprint(i) {
+			t.Fatalf("message %d: %q", i, m.Plaintext)
+		}
+	}
+	if testutil.ToFloat64(net.Servers[1].Node.Metrics.FederationLimited.WithLabelValues(net.Servers[0].Domain)) == 0 {
+		t.Fatal("30 deliveries to one queue were never limited")
 	}
 }

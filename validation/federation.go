@@ -15,12 +15,14 @@ const (
 	CodeOutOfOrder    = "out_of_order"
 	CodeNotGroupOwner = "not_group_owner"
 	CodeBadPolicy     = "bad_policy"
+	CodeGroupBlocked  = "group_blocked"
 )
 
 func init() {
 	statusOf[CodeOutOfOrder] = http.StatusConflict
 	statusOf[CodeNotGroupOwner] = http.StatusForbidden
 	statusOf[CodeBadPolicy] = http.StatusBadRequest
+	statusOf[CodeGroupBlocked] = http.StatusForbidden
 }
 
 // DeliverFederated records a delivery from another homeserver, whose
@@ -30,6 +32,24 @@ type DeliverFederated struct {
 	Counter  uint64
 	Envelope []byte
 	Message  events.FederatedMessage
+}
+
+// BlockGroup makes a local client's queue refuse a group owned elsewhere.
+type BlockGroup struct {
+	ClientID string
+	GroupID  []byte
+}
+
+func (v *Validator) blockGroup(r eventlog.Reader, c BlockGroup) (eventlog.Decision, error) {
+	if len(c.GroupID) == 0 || len(c.GroupID) > MaxGroupIDLen {
+		return eventlog.Decision{}, Reject(CodeMalformed, "group id of 1 to %d bytes", MaxGroupIDLen)
+	}
+	if _, err := (projections.DirectoryView{R: r}).Client(c.ClientID); err != nil {
+		return eventlog.Decision{}, Reject(CodeUnknownClient, "no client %s", c.ClientID)
+	}
+	return eventlog.Decision{Events: []eventlog.Draft{events.Draft(events.TypeQueueGroupBlocked, events.QueueGroupBlocked{
+		ClientID: c.ClientID, GroupID: c.GroupID,
+	})}, Reply: []byte(`{"blocked":true}`)}, nil
 }
 
 // TrimOutbox drops outbox entries a destination has committed.
@@ -90,14 +110,24 @@ func (v *Validator) checkDelivery(r eventlog.Reader, c DeliverFederated) (eventl
 	}
 	m := c.Message
 	m.Recipients = nil
+	blocked := 0
 	for _, sealed := range c.Message.Recipients {
 		t, err := v.Env.ResolveQueue(sealed)
 		if err != nil || t.Domain != v.Env.Domain || t.ClientID == "" {
 			continue
 		}
+		if b, err := (projections.QueueView{R: r}).Blocked(t.ClientID, m.GroupID); err != nil {
+			return eventlog.Draft{}, false, err
+		} else if b {
+			blocked++
+			continue
+		}
 		m.Recipients = append(m.Recipients, sealed)
 	}
 	if len(m.Recipients) == 0 {
+		if blocked > 0 {
+			return refuse(CodeGroupBlocked)
+		}
 		return refuse(CodeBadQueueConfig)
 	}
 	return events.Draft(events.TypeDeliveryReceived, events.DeliveryReceived{
@@ -180,6 +210,13 @@ func (v *Validator) revalidateFederation(r eventlog.Reader, ev *eventlog.Event) 
 			return Reject(CodeMalformed, "%v", err)
 		}
 		_, err := v.setFederationPolicy(SetFederationPolicy{Policy: e.Policy})
+		return err
+	case events.TypeQueueGroupBlocked:
+		var e events.QueueGroupBlocked
+		if err := events.Decode(ev, &e); err != nil {
+			return Reject(CodeMalformed, "%v", err)
+		}
+		_, err := v.blockGroup(r, BlockGroup{ClientID: e.ClientID, GroupID: e.GroupID})
 		return err
 	}
 	return errors.New("not a federation event")

@@ -143,7 +143,7 @@ func (v *Validator) Revalidate(r eventlog.Reader, ev *eventlog.Event) error {
 			return Reject(CodeMalformed, "recorded epoch %d, group epoch %d", e.Epoch, epoch)
 		}
 		return nil
-	case events.TypeDeliveryReceived, events.TypeDeliveryRefused, events.TypeOutboxTrimmed, events.TypeFederationPolicyChanged:
+	case events.TypeDeliveryReceived, events.TypeDeliveryRefused, events.TypeOutboxTrimmed, events.TypeFederationPolicyChanged, events.TypeQueueGroupBlocked:
 		return v.revalidateFederation(r, ev)
 	case events.TypeQueueAcked:
 		var e events.QueueAcked

@@ -71,6 +71,8 @@ func (v *Validator) Decide(r eventlog.Reader, now int64, cmd any) (eventlog.Deci
 		return v.trimOutbox(r, c)
 	case SetFederationPolicy:
 		return v.setFederationPolicy(c)
+	case BlockGroup:
+		return v.blockGroup(r, c)
 	default:
 		return eventlog.Decision{}, Reject(CodeUnknownCommand, "unknown command %T", cmd)
 	}
