@@ -16,10 +16,12 @@ run:
 build:
 	$(GO) build -o bin/homeserver ./cmd/homeserver
 
-## test: vet and run every test (requirement suite included)
+## test: vet and run every test (requirement suite included), and the
+## concurrency tests again under the race detector
 test:
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 20m ./...
+	$(GO) test -race -count=1 -timeout 20m -run 'Concurrent|SameBatch|CloseFinishes|GUC_5|MD_4|FED_4' ./eventlog ./client ./testnet
 
 ## race: the tests under the race detector
 race:

@@ -93,3 +93,39 @@ func TestGroupLifecycleBasic(t *testing.T) {
 	_ = time.Second
 	_ = fmt.Sprint
 }
+
+// A long poll returns as soon as a message arrives, with the message.
+func TestLongPollWakesOnNewMessage(t *testing.T) {
+	h := start(t, "poll.test", noLimits)
+	ctx := context.Background()
+	alice := h.user(t, "alice", 1, 1)[0]
+	bob := h.user(t, "bob", 1, 1)[0]
+	if err := alice.GetTokens(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	g, err := alice.CreateGroup(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Add(ctx, h.dir, "bob@poll.test"); err != nil {
+		t.Fatal(err)
+	}
+	fetchAll(t, bob)
+	got := make(chan []client.Incoming, 1)
+	go func() {
+		// Long enough that an empty answer means the poll never woke.
+		in, err := bob.Fetch(ctx, 50*time.Second)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- in
+	}()
+	time.Sleep(100 * time.Millisecond) // let the poll start waiting
+	if err := g.Send(ctx, []byte("wake up")); err != nil {
+		t.Fatal(err)
+	}
+	in := <-got
+	if len(in) != 1 || string(in[0].Plaintext) != "wake up" {
+		t.Fatalf("long poll returned %+v", in)
+	}
+}
