@@ -107,12 +107,12 @@ func TestRejectNonMember(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := fork.SelfUpdate()
-	if err != nil {
+	if _, err := fork.SelfUpdate(); err != nil {
 		t.Fatal(err)
 	}
 	fork.ConfirmCommit()
-	if res, err = fork.SelfUpdate(); err != nil { // now at the observer's epoch
+	res, err := fork.SelfUpdate() // now at the observer's epoch
+	if err != nil {
 		t.Fatal(err)
 	}
 	_, err = w.obs.ProcessPublicMessage(res.Commit, testPolicy)
