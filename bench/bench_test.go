@@ -33,6 +33,7 @@ func BenchmarkDelivery(b *testing.B) {
 	b.ReportMetric(float64(r.Rate.P99.Microseconds()), "p99-µs")
 	b.ReportMetric(v.PerSec, "verifies/s")
 	b.ReportMetric(r.Rate.PerSec/v.PerSec, "ratio-to-verify")
+	b.ReportMetric(float64(r.CPUPerMessage.Microseconds()), "cpu-µs/msg")
 }
 
 // BenchmarkFanOut reports recipient deliveries/s into a 1,000-member group

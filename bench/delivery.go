@@ -23,6 +23,10 @@ type DeliveryOptions struct {
 type DeliveryResult struct {
 	Options DeliveryOptions `json:"options"`
 	Rate    Rate            `json:"rate"`
+	// CPUPerMessage is the process CPU time (server and the in-process
+	// load generator together) per message: steadier than the rate on a
+	// shared machine.
+	CPUPerMessage time.Duration `json:"cpu_per_message_ns"`
 }
 
 // Delivery sends application messages into 2-member groups over HTTP from
@@ -76,6 +80,7 @@ func Delivery(ctx context.Context, h *Homeserver, o DeliveryOptions, progress fu
 	if err != nil {
 		return nil, err
 	}
+	cpu0 := cpuTime()
 	start := time.Now()
 	for i := range groups {
 		wg.Add(1)
@@ -102,5 +107,6 @@ func Delivery(ctx context.Context, h *Homeserver, o DeliveryOptions, progress fu
 	for _, l := range lat {
 		all = append(all, l...)
 	}
-	return &DeliveryResult{Options: o, Rate: rate(int(sent.Load()), took, all)}, nil
+	n := int(sent.Load())
+	return &DeliveryResult{Options: o, Rate: rate(n, took, all), CPUPerMessage: (cpuTime() - cpu0) / time.Duration(max(n, 1))}, nil
 }
