@@ -29,7 +29,8 @@
 //
 //	log/meta             size (8 bytes BE) | last batch time (8 bytes BE)
 //	log/ev/<seq BE>      encoded Event
-//	log/h/<index BE>     stored Merkle hash (tlog.StoredHashIndex numbering)
+//	log/h/<record BE>    the Merkle hashes stored with record n = seq-1: its leaf
+//	                     hash, then the roots of the subtrees it completed
 //	log/idem/<key>       first seq | event count | reply, for idempotent appends
 //	log/ckpt             the latest signed checkpoint (a note)
 package eventlog

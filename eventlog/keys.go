@@ -16,8 +16,11 @@ func eventKey(seq uint64) []byte {
 	return binary.BigEndian.AppendUint64(append([]byte(nil), prefixEvent...), seq)
 }
 
-func hashKey(index int64) []byte {
-	return binary.BigEndian.AppendUint64(append([]byte(nil), prefixHash...), uint64(index))
+// hashKey is the key of the Merkle hashes stored when record n (event
+// n+1) was appended: its leaf hash and the roots of the subtrees it
+// completed, in level order.
+func hashKey(n int64) []byte {
+	return binary.BigEndian.AppendUint64(append([]byte(nil), prefixHash...), uint64(n))
 }
 
 func idemKey(key []byte) []byte {

@@ -11,18 +11,23 @@ import (
 // has size s. The stored hashes are written in the same batch as the event,
 // so every committed tree size has its hashes.
 
+// hashReader reads stored hashes by their tlog.StoredHashIndex. The hash
+// of the subtree (level, m) was stored, at position level, with record
+// ((m+1)<<level)-1: the record that completed it.
 func hashReader(r Reader) tlog.HashReader {
 	return tlog.HashReaderFunc(func(indexes []int64) ([]tlog.Hash, error) {
 		out := make([]tlog.Hash, len(indexes))
 		for i, idx := range indexes {
-			v, err := r.Get(hashKey(idx))
+			level, m := tlog.SplitStoredHashIndex(idx)
+			rec := (m+1)<<level - 1
+			v, err := r.Get(hashKey(rec))
 			if err != nil {
 				return nil, fmt.Errorf("stored hash %d: %w", idx, err)
 			}
-			if len(v) != tlog.HashSize {
-				return nil, fmt.Errorf("stored hash %d: %d bytes", idx, len(v))
+			if len(v) < (level+1)*tlog.HashSize {
+				return nil, fmt.Errorf("stored hashes of record %d: %d bytes, want level %d", rec, len(v), level)
 			}
-			copy(out[i][:], v)
+			copy(out[i][:], v[level*tlog.HashSize:])
 		}
 		return out, nil
 	})

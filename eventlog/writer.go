@@ -402,11 +402,12 @@ func (w *writer) appendEvent(rw ReadWriter, ev *Event) error {
 	if err != nil {
 		return fmt.Errorf("merkle hashes for %d: %w", ev.Seq, err)
 	}
-	base := tlog.StoredHashIndex(0, n)
-	for i, h := range hashes {
-		if err := rw.Set(hashKey(base+int64(i)), h[:]); err != nil {
-			return err
-		}
+	packed := make([]byte, 0, len(hashes)*tlog.HashSize)
+	for _, h := range hashes {
+		packed = append(packed, h[:]...)
+	}
+	if err := rw.Set(hashKey(n), packed); err != nil {
+		return err
 	}
 	w.hashes.put(n, hashes)
 	return nil
