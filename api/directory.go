@@ -63,12 +63,7 @@ func (s *Server) clientReg(userID string, key []byte) (validation.ClientReg, err
 
 func (s *Server) registerUser(w http.ResponseWriter, r *http.Request) {
 	var req RegisterUserRequest
-	body, err := readBody(r)
-	if err == nil {
-		err = decodeStrict(body, &req)
-	}
-	if err != nil {
-		s.writeError(w, r, err)
+	if !s.jsonBody(w, r, &req) {
 		return
 	}
 	if req.UserID != "" && !strings.Contains(req.UserID, "@") {
@@ -87,19 +82,9 @@ func (s *Server) registerUser(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) registerClient(w http.ResponseWriter, r *http.Request) {
-	body, err := readBody(r)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	signer, err := s.authenticate(r, body)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
 	var req RegisterClientRequest
-	if err := decodeStrict(body, &req); err != nil {
-		s.writeError(w, r, err)
+	signer := s.signedBody(w, r, &req)
+	if signer == nil {
 		return
 	}
 	c, err := s.clientReg(signer.UserID, req.SignatureKey)

@@ -107,23 +107,13 @@ func (s *Server) tokenKeys(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) issueTokens(w http.ResponseWriter, r *http.Request) {
-	body, err := readBody(r)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	client, err := s.authenticate(r, body)
-	if err != nil {
-		s.writeError(w, r, err)
+	var req TokenRequest
+	client := s.signedBody(w, r, &req)
+	if client == nil {
 		return
 	}
 	if ok, retry := s.groupLimits.tokens.Allow(client.ClientID, s.cfg.Now()); !ok {
 		s.writeLimited(w, r, retry)
-		return
-	}
-	var req TokenRequest
-	if err := decodeStrict(body, &req); err != nil {
-		s.writeError(w, r, err)
 		return
 	}
 	ir, err := tokens.ParseIssueRequest(req.Request)
@@ -164,14 +154,8 @@ func (s *Server) append(r *http.Request, cmd eventlog.Command) (eventlog.Outcome
 }
 
 func (s *Server) createGroup(w http.ResponseWriter, r *http.Request) {
-	body, err := readBody(r)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
 	var req CreateGroupRequest
-	if err := decodeStrict(body, &req); err != nil {
-		s.writeError(w, r, err)
+	if !s.jsonBody(w, r, &req) {
 		return
 	}
 	t, err := tokens.ParseToken(req.Token)
@@ -431,19 +415,9 @@ func (s *Server) queued(seqs []uint64, from uint64) (QueueReply, error) {
 }
 
 func (s *Server) ackQueue(w http.ResponseWriter, r *http.Request) {
-	body, err := readBody(r)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	client, err := s.authenticate(r, body)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
 	var req AckRequest
-	if err := decodeStrict(body, &req); err != nil {
-		s.writeError(w, r, err)
+	client := s.signedBody(w, r, &req)
+	if client == nil {
 		return
 	}
 	s.submit(w, r, eventlog.Command{Body: validation.AckQueue{ClientID: client.ClientID, UpTo: req.UpTo}}, http.StatusOK)
@@ -456,19 +430,9 @@ type BlockRequest struct {
 }
 
 func (s *Server) blockGroup(w http.ResponseWriter, r *http.Request) {
-	body, err := readBody(r)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	client, err := s.authenticate(r, body)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
 	var req BlockRequest
-	if err := decodeStrict(body, &req); err != nil {
-		s.writeError(w, r, err)
+	client := s.signedBody(w, r, &req)
+	if client == nil {
 		return
 	}
 	s.submit(w, r, eventlog.Command{Body: validation.BlockGroup{ClientID: client.ClientID, GroupID: req.GroupID}}, http.StatusOK)

@@ -20,19 +20,9 @@ type KeyPackageCount struct {
 }
 
 func (s *Server) publishKeyPackages(w http.ResponseWriter, r *http.Request) {
-	body, err := readBody(r)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
-	client, err := s.authenticate(r, body)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
 	var req PublishKeyPackagesRequest
-	if err := decodeStrict(body, &req); err != nil {
-		s.writeError(w, r, err)
+	client := s.signedBody(w, r, &req)
+	if client == nil {
 		return
 	}
 	// The expensive, stateless part (signatures, queue configs) runs here,

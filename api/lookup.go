@@ -123,14 +123,8 @@ func (s *Server) writeLimited(w http.ResponseWriter, r *http.Request, retry time
 }
 
 func (s *Server) lookup(w http.ResponseWriter, r *http.Request) {
-	body, err := readBody(r)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
 	var req LookupRequest
-	if err := decodeStrict(body, &req); err != nil {
-		s.writeError(w, r, err)
+	if !s.jsonBody(w, r, &req) {
 		return
 	}
 	if len(req.Users) == 0 || len(req.Users) > MaxLookupBatch {
@@ -254,14 +248,8 @@ func (s *Server) localBundle(userID string, claimed *validation.ClaimReply, now 
 }
 
 func (s *Server) claim(w http.ResponseWriter, r *http.Request) {
-	body, err := readBody(r)
-	if err != nil {
-		s.writeError(w, r, err)
-		return
-	}
 	var req ClaimRequest
-	if err := decodeStrict(body, &req); err != nil {
-		s.writeError(w, r, err)
+	if !s.jsonBody(w, r, &req) {
 		return
 	}
 	bundle, retry, err := s.Claim(r.Context(), requesterOf(r), req.UserID)

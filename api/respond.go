@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/mlshome/homeserver/eventlog"
+	"github.com/mlshome/homeserver/projections"
 	"github.com/mlshome/homeserver/validation"
 )
 
@@ -98,4 +99,37 @@ func decodeStrict(b []byte, v any) error {
 
 func contextWithDeadline(r *http.Request, d time.Time) (context.Context, context.CancelFunc) {
 	return context.WithDeadline(r.Context(), d)
+}
+
+// jsonBody reads the request body into v (strict JSON). On failure it has
+// written the error reply and returns false.
+func (s *Server) jsonBody(w http.ResponseWriter, r *http.Request, v any) bool {
+	body, err := readBody(r)
+	if err == nil {
+		err = decodeStrict(body, v)
+	}
+	if err != nil {
+		s.writeError(w, r, err)
+		return false
+	}
+	return true
+}
+
+// signedBody authenticates a client-signed request and reads its body into
+// v. On failure it has written the error reply and returns nil.
+func (s *Server) signedBody(w http.ResponseWriter, r *http.Request, v any) *projections.ClientRecord {
+	body, err := readBody(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return nil
+	}
+	client, err := s.authenticate(r, body)
+	if err == nil {
+		err = decodeStrict(body, v)
+	}
+	if err != nil {
+		s.writeError(w, r, err)
+		return nil
+	}
+	return client
 }

@@ -262,15 +262,20 @@ func (g *Group) commit(ctx context.Context, res *mlsx.CommitResult) error {
 	return nil
 }
 
-// AddKeyPackages adds members by their KeyPackages in one commit.
-func (g *Group) AddKeyPackages(ctx context.Context, kps ...[]byte) error {
+// stage makes a commit with make under the group's lock and sends it.
+func (g *Group) stage(ctx context.Context, make func() (*mlsx.CommitResult, error)) error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	res, err := g.m.Add(kps...)
+	res, err := make()
 	if err != nil {
 		return err
 	}
 	return g.commit(ctx, res)
+}
+
+// AddKeyPackages adds members by their KeyPackages in one commit.
+func (g *Group) AddKeyPackages(ctx context.Context, kps ...[]byte) error {
+	return g.stage(ctx, func() (*mlsx.CommitResult, error) { return g.m.Add(kps...) })
 }
 
 // Add claims a KeyPackage for every client of each user through the
@@ -297,35 +302,17 @@ func (g *Group) Add(ctx context.Context, dir *Directory, users ...string) error 
 
 // Remove removes member leaves in one commit.
 func (g *Group) Remove(ctx context.Context, leaves ...uint32) error {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	res, err := g.m.Remove(leaves...)
-	if err != nil {
-		return err
-	}
-	return g.commit(ctx, res)
+	return g.stage(ctx, func() (*mlsx.CommitResult, error) { return g.m.Remove(leaves...) })
 }
 
 // Update refreshes the client's own leaf and path keys.
 func (g *Group) Update(ctx context.Context) error {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	res, err := g.m.SelfUpdate()
-	if err != nil {
-		return err
-	}
-	return g.commit(ctx, res)
+	return g.stage(ctx, g.m.SelfUpdate)
 }
 
 // CommitPending commits the proposals received so far.
 func (g *Group) CommitPending(ctx context.Context) error {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	res, err := g.m.CommitPending()
-	if err != nil {
-		return err
-	}
-	return g.commit(ctx, res)
+	return g.stage(ctx, g.m.CommitPending)
 }
 
 // Leave proposes the client's own removal; another member commits it.
