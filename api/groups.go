@@ -356,6 +356,14 @@ func (s *Server) fetchQueue(w http.ResponseWriter, r *http.Request) {
 			s.writeError(w, r, err)
 			return
 		}
+		// The projection shows a batch as soon as it is applied, a little
+		// before its fsync: hand out only events already durable.
+		for i, seq := range seqs {
+			if seq > size {
+				seqs = seqs[:i]
+				break
+			}
+		}
 		if len(seqs) > 0 || wait <= 0 || !time.Now().Before(deadline) {
 			reply, err := s.queued(seqs, from)
 			if err != nil {

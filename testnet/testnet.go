@@ -27,6 +27,10 @@ type Config struct {
 	Servers int
 	// Dir holds the hub's state and one data directory per homeserver.
 	Dir string
+	// Addrs, if set, are the homeservers' HTTP addresses (and so their
+	// domains), so a testnet can be started again on the same data; empty
+	// or missing entries pick a free loopback port.
+	Addrs []string
 	// Logger receives the homeservers' logs (default: discarded).
 	Logger *slog.Logger
 	// Limits, if set, replace the default rate limits (tests lift them).
@@ -66,7 +70,11 @@ func Start(cfg Config) (*Net, error) {
 	n := &Net{cfg: cfg}
 	var domains []string
 	for i := 0; i < cfg.Servers; i++ {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		addr := "127.0.0.1:0"
+		if i < len(cfg.Addrs) && cfg.Addrs[i] != "" {
+			addr = cfg.Addrs[i]
+		}
+		ln, err := net.Listen("tcp", addr)
 		if err != nil {
 			n.Close()
 			return nil, err
