@@ -31,6 +31,11 @@ race:
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) ./...
 
+## bench-full: every figure against this machine's limits (homeserver bench -h; BENCHFLAGS='--json', '--memory-events 1000000 --memory-groups 10000')
+.PHONY: bench-full
+bench-full:
+	$(GO) run ./cmd/homeserver bench $(BENCHFLAGS)
+
 ## fuzz: run every fuzz target for FUZZTIME each
 fuzz:
 	@set -e; for pkg in $$($(GO) list ./...); do \

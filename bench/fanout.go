@@ -12,6 +12,8 @@ import (
 type FanOutOptions struct {
 	Members  int // group size (default 1,000)
 	Messages int // messages sent into it (default 100)
+	// CPUProfile, if set, is a file for a CPU profile of the timed part.
+	CPUProfile string
 }
 
 // FanOutResult is the fan-out benchmark's outcome: Deliveries counts
@@ -72,13 +74,19 @@ func FanOut(ctx context.Context, h *Homeserver, o FanOutOptions, progress func(s
 			return nil, err
 		}
 	}
+	stop, err := startProfile(o.CPUProfile)
+	if err != nil {
+		return nil, err
+	}
 	start := time.Now()
 	for _, m := range sealed {
 		if err := g.SendSealed(ctx, m); err != nil {
+			stop()
 			return nil, err
 		}
 	}
 	took := time.Since(start)
+	stop()
 	return &FanOutResult{
 		Options:    o,
 		Messages:   rate(o.Messages, took, nil),

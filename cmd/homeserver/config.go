@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+	"github.com/mlshome/homeserver/federation"
 )
 
 // serveConfig is everything `homeserver serve` can be told. Each field can
@@ -28,6 +29,13 @@ type serveConfig struct {
 	LogFormat     string        `toml:"log-format"`
 	RequestWindow time.Duration `toml:"request-window"`
 	ShutdownGrace time.Duration `toml:"shutdown-grace"`
+	// Federation.
+	FederationScheme   string        `toml:"federation-scheme"`
+	FederationRetryMax time.Duration `toml:"federation-retry-max"`
+	AdminToken         string        `toml:"admin-token"`
+	FederationAllow    string        `toml:"federation-allow"`
+	FederationBlock    string        `toml:"federation-block"`
+	TokenAllowance     int           `toml:"token-allowance"`
 }
 
 // bindServeFlags declares the flags of serve on fs, with defaults.
@@ -44,6 +52,12 @@ func bindServeFlags(fs *flag.FlagSet, c *serveConfig) *string {
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
 	fs.DurationVar(&c.RequestWindow, "request-window", 2*time.Minute, "allowed clock difference for signed client requests")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", 10*time.Second, "time to finish in-flight requests on shutdown")
+	fs.StringVar(&c.FederationScheme, "federation-scheme", "https", "scheme of other homeservers' well-known key URLs: https, or http for a loopback testnet")
+	fs.DurationVar(&c.FederationRetryMax, "federation-retry-max", time.Minute, "longest wait between federation delivery retries while a homeserver is unreachable")
+	fs.StringVar(&c.AdminToken, "admin-token", "", "bearer token of the admin API (PUT /v1/admin/federation/policy); empty disables it")
+	fs.StringVar(&c.FederationAllow, "federation-allow", "", "comma-separated homeservers allowed to federate (allowlist mode); empty: open to all but --federation-block. A policy set through the admin API overrides both")
+	fs.StringVar(&c.FederationBlock, "federation-block", "", "comma-separated homeservers refused")
+	fs.IntVar(&c.TokenAllowance, "token-allowance", 50, "group-creation tokens per user per day (GC-6)")
 	return fs.String("config", "", "TOML config file (keys are the flag names)")
 }
 
@@ -97,4 +111,23 @@ func loadServeConfig(args []string, getenv func(string) string) (*serveConfig, e
 		return nil, fmt.Errorf("%s", strings.Join(errs, "; "))
 	}
 	return c, nil
+}
+
+// federationPolicy is the initial policy from --federation-allow and
+// --federation-block.
+func (c *serveConfig) federationPolicy() (federation.Policy, error) {
+	split := func(s string) []string {
+		var out []string
+		for _, d := range strings.Split(s, ",") {
+			if d = strings.TrimSpace(d); d != "" {
+				out = append(out, d)
+			}
+		}
+		return out
+	}
+	p := federation.Policy{Mode: "open", Block: split(c.FederationBlock)}
+	if allow := split(c.FederationAllow); len(allow) > 0 {
+		p.Mode, p.Allow = "allowlist", allow
+	}
+	return p.Normalize()
 }

@@ -42,3 +42,18 @@ func TestServeConfigErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestServeFederationPolicyFlags(t *testing.T) {
+	c, err := loadServeConfig([]string{"--federation-allow", "b.test, a.test", "--federation-block", "x.test"}, func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := c.federationPolicy()
+	if err != nil || p.Mode != "allowlist" || !p.Allowed("a.test") || p.Allowed("c.test") || p.Allowed("x.test") {
+		t.Fatalf("policy %+v %v", p, err)
+	}
+	c, _ = loadServeConfig(nil, func(string) string { return "" })
+	if p, _ := c.federationPolicy(); p.Mode != "open" || !p.Allowed("anyone.test") {
+		t.Fatalf("default policy %+v", p)
+	}
+}

@@ -3,6 +3,7 @@
 //	homeserver serve     run a homeserver (embedded Pebble and NATS by default)
 //	homeserver replay    rebuild the projections from the log and compare
 //	homeserver audit     check the Merkle tree and re-validate every event
+//	homeserver testnet   run several federated homeservers on this machine
 //	homeserver version   print the version
 //
 // Run `homeserver <command> -h` for the flags of a command.
@@ -29,6 +30,9 @@ commands:
   replay    rebuild every projection from the log and compare with the live ones
   audit     check the log against its signed checkpoint and re-validate every
             event; export, verify and prove events (homeserver audit help)
+  bench     measure throughput, latency and memory against this machine's limits
+  testnet   run several federated homeservers on this machine, optionally
+            with a demo scenario (homeserver testnet -h)
   version   print the version
 `
 
@@ -52,6 +56,10 @@ func run(args []string, stdout, stderr io.Writer, getenv func(string) string) in
 		err = replay(args[1:], stdout, stderr)
 	case "audit":
 		err = auditCmd(args[1:], stdout, stderr)
+	case "bench":
+		err = benchCmd(args[1:], stdout, stderr)
+	case "testnet":
+		err = testnetCmd(args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "homeserver", version)
 	case "-h", "--help", "help":
@@ -96,6 +104,10 @@ func serve(args []string, stderr io.Writer, getenv func(string) string) error {
 	if err != nil {
 		return err
 	}
+	policy, err := cfg.federationPolicy()
+	if err != nil {
+		return fmt.Errorf("federation policy: %w", err)
+	}
 	n, err := node.Open(node.Config{
 		Domain:        cfg.Domain,
 		DataDir:       cfg.Data,
@@ -108,6 +120,13 @@ func serve(args []string, stderr io.Writer, getenv func(string) string) error {
 			Listen:     cfg.NATSListen,
 			LeafRemote: cfg.NATSLeaf,
 			LeafCreds:  cfg.NATSLeafCreds,
+		},
+		Tokens: node.TokenPolicy{Allowance: cfg.TokenAllowance},
+		Federation: node.FederationConfig{
+			Scheme:     cfg.FederationScheme,
+			AdminToken: cfg.AdminToken,
+			RetryMax:   cfg.FederationRetryMax,
+			Policy:     policy,
 		},
 	})
 	if err != nil {
