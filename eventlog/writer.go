@@ -138,36 +138,51 @@ func (w *writer) stop() {
 // Handler's error. If ctx ends first, Append returns ctx.Err(); the command
 // may still be committed.
 func (l *Log) Append(ctx context.Context, cmd Command) (Outcome, error) {
+	return l.AppendAsync(ctx, cmd)()
+}
+
+// AppendAsync submits cmd to the writer and returns at once with a
+// function that waits for its outcome, as Append would. Commands submitted
+// one after another from one goroutine are decided in that order, so a
+// caller can keep many in flight (sharing fsyncs) and still rely on each
+// one seeing the effects of the ones before it.
+func (l *Log) AppendAsync(ctx context.Context, cmd Command) func() (Outcome, error) {
 	w := l.w
 	if w == nil {
-		return Outcome{}, errors.New("eventlog: opened read-only")
+		return failed(errors.New("eventlog: opened read-only"))
 	}
 	req := request{cmd: cmd, reply: make(chan result, 1)}
 	select {
 	case <-w.quit:
-		return Outcome{}, ErrClosed
+		return failed(ErrClosed)
 	default:
 	}
 	select {
 	case w.in <- req:
 	case <-w.done:
-		return Outcome{}, ErrClosed
+		return failed(ErrClosed)
 	case <-ctx.Done():
-		return Outcome{}, ctx.Err()
+		return failed(ctx.Err())
 	}
-	select {
-	case r := <-req.reply:
-		return r.out, r.err
-	case <-w.done:
+	return func() (Outcome, error) {
 		select {
 		case r := <-req.reply:
 			return r.out, r.err
-		default:
-			return Outcome{}, ErrClosed
+		case <-w.done:
+			select {
+			case r := <-req.reply:
+				return r.out, r.err
+			default:
+				return Outcome{}, ErrClosed
+			}
+		case <-ctx.Done():
+			return Outcome{}, ctx.Err()
 		}
-	case <-ctx.Done():
-		return Outcome{}, ctx.Err()
 	}
+}
+
+func failed(err error) func() (Outcome, error) {
+	return func() (Outcome, error) { return Outcome{}, err }
 }
 
 // run is the writer loop. Each batch is applied with ApplyNoSyncWait: it

@@ -55,6 +55,18 @@ func (r *replyMux) deliver(m *nats.Msg) {
 // roundTrip publishes m to dest with a fresh reply subject and waits for
 // the one reply. A NATS no-responders status becomes [nats.ErrNoResponders].
 func (r *replyMux) roundTrip(ctx context.Context, dest string, m *nats.Msg) (*nats.Msg, error) {
+	wait, err := r.send(dest, m)
+	if err != nil {
+		return nil, err
+	}
+	return wait(ctx)
+}
+
+// send publishes m to dest with a fresh reply subject and returns the
+// function that waits for its reply (and must be called). Messages sent one
+// after another leave in that order, so a caller can keep several in
+// flight without reordering them.
+func (r *replyMux) send(dest string, m *nats.Msg) (func(context.Context) (*nats.Msg, error), error) {
 	var tok [12]byte
 	if _, err := rand.Read(tok[:]); err != nil {
 		return nil, fmt.Errorf("reply token: %w", err)
@@ -72,23 +84,27 @@ func (r *replyMux) roundTrip(ctx context.Context, dest string, m *nats.Msg) (*na
 	}
 	r.waiting[m.Reply] = ch
 	r.mu.Unlock()
-	defer func() {
+	forget := func() {
 		r.mu.Lock()
 		delete(r.waiting, m.Reply)
 		r.mu.Unlock()
-	}()
+	}
 	if err := r.nc.PublishMsg(m); err != nil {
+		forget()
 		return nil, err
 	}
-	select {
-	case rep := <-ch:
-		if len(rep.Data) == 0 && rep.Header.Get("Status") == "503" {
-			return nil, nats.ErrNoResponders
+	return func(ctx context.Context) (*nats.Msg, error) {
+		defer forget()
+		select {
+		case rep := <-ch:
+			if len(rep.Data) == 0 && rep.Header.Get("Status") == "503" {
+				return nil, nats.ErrNoResponders
+			}
+			return rep, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
 		}
-		return rep, nil
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
+	}, nil
 }
 
 // close unsubscribes.

@@ -258,6 +258,15 @@ func (p *Publisher) publishFrom(ctx context.Context, dest string, next *uint64) 
 		if len(entries) == 0 {
 			return nil
 		}
+		// Publish the whole batch in order, then collect the stream's
+		// acknowledgements: one round trip per batch rather than per entry.
+		type sent struct {
+			counter uint64
+			id      string
+			wait    func(context.Context) error
+		}
+		var inflight []sent
+		var sendErr error
 		for _, e := range entries {
 			if e.Counter < *next {
 				continue // the outbox should not return these; skip defensively
@@ -268,18 +277,38 @@ func (p *Publisher) publishFrom(ctx context.Context, dest string, next *uint64) 
 			env := Envelope{Origin: p.t.Self(), Destination: dest, Kind: KindDeliver, ID: id, Timestamp: p.t.cfg.Now().UnixMilli(), Payload: e.Payload}
 			raw, err := Seal(&env, p.t.cfg.Sign)
 			if err != nil {
-				return fmt.Errorf("seal delivery %s: %w", id, err)
+				sendErr = fmt.Errorf("seal delivery %s: %w", id, err)
+				break
 			}
-			pctx, cancel := context.WithTimeout(ctx, p.cfg.PublishTimeout)
-			err = p.t.publishDelivery(pctx, dest, stream, subject, id, raw)
-			cancel()
+			wait, err := p.t.sendDelivery(dest, stream, subject, id, raw)
 			if err != nil {
-				return fmt.Errorf("publish %s: %w", id, err)
+				sendErr = fmt.Errorf("publish %s: %w", id, err)
+				break
 			}
-			*next = e.Counter + 1
+			inflight = append(inflight, sent{counter: e.Counter, id: id, wait: wait})
+		}
+		pctx, cancel := context.WithTimeout(ctx, p.cfg.PublishTimeout)
+		var ackErr error
+		for _, s := range inflight {
+			err := s.wait(pctx)
+			if ackErr != nil {
+				continue // drain the rest; they are published again from *next
+			}
+			if err != nil {
+				ackErr = fmt.Errorf("publish %s: %w", s.id, err)
+				continue
+			}
+			*next = s.counter + 1
 			if p.t.cfg.Metrics.Published != nil {
 				p.t.cfg.Metrics.Published(dest)
 			}
+		}
+		cancel()
+		if ackErr != nil {
+			return ackErr
+		}
+		if sendErr != nil {
+			return sendErr
 		}
 	}
 }
@@ -306,29 +335,32 @@ type pubAck struct {
 	} `json:"error"`
 }
 
-// publishDelivery publishes one sealed delivery into dest's stream and
-// waits for the stream's acknowledgement. It does what a JetStream client
-// publish does, but takes the acknowledgement on a reply subject
-// ("hs.<dest>.<self>.rep.<token>") that the bus permissions let dest's
-// server publish and this homeserver receive.
-func (t *Transport) publishDelivery(ctx context.Context, dest, stream, subject, id string, raw []byte) error {
+// sendDelivery publishes a delivery to dest's stream and returns the
+// function that waits for the stream's acknowledgement.
+func (t *Transport) sendDelivery(dest, stream, subject, id string, raw []byte) (func(context.Context) error, error) {
 	m := nats.NewMsg(subject)
 	m.Data = raw
 	m.Header.Set(jetstream.MsgIDHeader, id)
 	m.Header.Set(jetstream.ExpectedStreamHeader, stream)
-	rep, err := t.mux.roundTrip(ctx, dest, m)
+	wait, err := t.mux.send(dest, m)
 	if err != nil {
-		return busError(dest, err)
+		return nil, busError(dest, err)
 	}
-	var ack pubAck
-	if err := json.Unmarshal(rep.Data, &ack); err != nil {
-		return Errorf(CodeMalformed, "acknowledgement from %s's stream: %v", dest, err)
-	}
-	if ack.Error != nil {
-		return fmt.Errorf("stream %s refused %s: %s (%d)", stream, id, ack.Error.Description, ack.Error.ErrCode)
-	}
-	if ack.Stream != stream {
-		return fmt.Errorf("delivery %s stored by stream %q, want %q", id, ack.Stream, stream)
-	}
-	return nil
+	return func(ctx context.Context) error {
+		rep, err := wait(ctx)
+		if err != nil {
+			return busError(dest, err)
+		}
+		var ack pubAck
+		if err := json.Unmarshal(rep.Data, &ack); err != nil {
+			return Errorf(CodeMalformed, "acknowledgement from %s's stream: %v", dest, err)
+		}
+		if ack.Error != nil {
+			return fmt.Errorf("stream %s refused %s: %s (%d)", stream, id, ack.Error.Description, ack.Error.ErrCode)
+		}
+		if ack.Stream != stream {
+			return fmt.Errorf("delivery %s stored by stream %q, want %q", id, ack.Stream, stream)
+		}
+		return nil
+	}, nil
 }

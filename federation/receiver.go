@@ -47,6 +47,17 @@ type Inbox interface {
 	Cursor(origin string) (uint64, error)
 }
 
+// AsyncInbox is an Inbox that can keep several deliveries in flight:
+// DeliverAsync submits d as Deliver would and returns at once with a
+// function that waits for the outcome Deliver would have returned.
+// Deliveries submitted one after another must be committed in that order
+// (each seeing the ones before it). The receiver then commits a run of
+// deliveries with shared fsyncs instead of one fsync each.
+type AsyncInbox interface {
+	Inbox
+	DeliverAsync(ctx context.Context, d Delivery) func() error
+}
+
 // ReceiverConfig configures a [Receiver]. Zero values take the defaults
 // given in brackets.
 type ReceiverConfig struct {
@@ -185,6 +196,26 @@ func (r *Receiver) consume(ctx context.Context, cons jetstream.Consumer) error {
 	}
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()
+	// With an AsyncInbox, deliveries are submitted in stream order and
+	// acknowledged, in the same order, by a second goroutine once their
+	// batch is durable.
+	var inflight chan inflightDelivery
+	if _, ok := r.cfg.Inbox.(AsyncInbox); ok {
+		inflight = make(chan inflightDelivery, 256)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for p := range inflight {
+				err := p.wait()
+				p.cancel()
+				r.finish(p.msg, p.env, p.delivered, err)
+			}
+		}()
+		defer func() {
+			close(inflight)
+			<-done
+		}()
+	}
 	for {
 		msg, err := it.Next()
 		if err != nil {
@@ -194,12 +225,23 @@ func (r *Receiver) consume(ctx context.Context, cons jetstream.Consumer) error {
 			r.t.cfg.Logger.Warn("federation receiver: next delivery", "err", err)
 			continue
 		}
-		r.handle(ctx, msg)
+		r.handle(ctx, msg, inflight)
 	}
 }
 
-// handle opens and commits one delivery and acks, naks or terminates it.
-func (r *Receiver) handle(ctx context.Context, msg jetstream.Msg) {
+// inflightDelivery is a delivery submitted to an AsyncInbox.
+type inflightDelivery struct {
+	msg       jetstream.Msg
+	env       *Envelope
+	delivered uint64
+	wait      func() error
+	cancel    context.CancelFunc
+}
+
+// handle opens and commits one delivery and acks, naks or terminates it;
+// with inflight set it submits the delivery and leaves the rest to the
+// goroutine reading inflight.
+func (r *Receiver) handle(ctx context.Context, msg jetstream.Msg, inflight chan<- inflightDelivery) {
 	log := r.t.cfg.Logger
 	env, err := r.t.opener.Open(ctx, msg.Subject(), msg.Data(), r.t.cfg.Now())
 	if err != nil {
@@ -219,8 +261,20 @@ func (r *Receiver) handle(ctx context.Context, msg jetstream.Msg) {
 	}
 	// The commit runs to completion even if ctx ends meanwhile.
 	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.AckWait)
-	err = r.cfg.Inbox.Deliver(dctx, Delivery{Origin: env.Origin, Counter: counter, Envelope: env, Raw: msg.Data()})
+	d := Delivery{Origin: env.Origin, Counter: counter, Envelope: env, Raw: msg.Data()}
+	if inflight != nil {
+		wait := r.cfg.Inbox.(AsyncInbox).DeliverAsync(dctx, d)
+		inflight <- inflightDelivery{msg: msg, env: &env, delivered: delivered, wait: wait, cancel: cancel}
+		return
+	}
+	err = r.cfg.Inbox.Deliver(dctx, d)
 	cancel()
+	r.finish(msg, &env, delivered, err)
+}
+
+// finish acks, naks or terminates a delivery after its commit.
+func (r *Receiver) finish(msg jetstream.Msg, env *Envelope, delivered uint64, err error) {
+	log := r.t.cfg.Logger
 	switch {
 	case err == nil:
 		if err := msg.Ack(); err != nil {

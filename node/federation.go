@@ -56,6 +56,9 @@ type fed struct {
 	wg        sync.WaitGroup
 	perOrigin *ratelimit.Limiter
 	perQueue  *ratelimit.Limiter
+	// perQueueOn: resolving recipients for the per-queue limit costs an
+	// HPKE open each, so it is done only when the limit is set.
+	perQueueOn bool
 }
 
 // federation kinds of relayed requests besides group requests.
@@ -84,7 +87,7 @@ func (n *Node) startFederation(cfg FederationConfig) error {
 			return fmt.Errorf("stored federation policy: %w", err)
 		}
 	}
-	f := &fed{n: n, keys: ks, notify: make(chan struct{}, 1), perOrigin: ratelimit.New(cfg.PerOrigin, 0), perQueue: ratelimit.New(cfg.PerQueue, 0)}
+	f := &fed{n: n, keys: ks, notify: make(chan struct{}, 1), perOrigin: ratelimit.New(cfg.PerOrigin, 0), perQueue: ratelimit.New(cfg.PerQueue, 0), perQueueOn: cfg.PerQueue.Enabled()}
 	f.tr, err = federation.NewTransport(federation.TransportConfig{
 		Conn: n.Bus.Conn, Self: n.cfg.Domain, Sign: n.Keys.SignFederation, Keys: ks, Policy: policy,
 		Logger: n.cfg.Logger, ErrorCode: peerError,
@@ -282,6 +285,12 @@ func (f *fed) remoteKeys(ctx context.Context, domain string) ([]byte, error) {
 type inbox struct{ f *fed }
 
 func (in inbox) Deliver(ctx context.Context, d federation.Delivery) error {
+	return in.DeliverAsync(ctx, d)()
+}
+
+// DeliverAsync implements federation.AsyncInbox: deliveries are submitted
+// to the writer in stream order and share fsyncs.
+func (in inbox) DeliverAsync(ctx context.Context, d federation.Delivery) func() error {
 	var m events.FederatedMessage
 	if err := json.Unmarshal(d.Envelope.Payload, &m); err != nil {
 		// A signed delivery we cannot read: record the refusal so the
@@ -291,28 +300,33 @@ func (in inbox) Deliver(ctx context.Context, d federation.Delivery) error {
 	// FED-6: over a limit the delivery waits (the stream holds the rest,
 	// in order); the limit slows an origin down, it never drops or reorders.
 	if err := in.throttle(ctx, in.f.perOrigin, d.Origin, d.Origin); err != nil {
-		return err
+		return func() error { return err }
 	}
-	resolve := in.f.n.keyring.resolver()
-	for _, sealed := range m.Recipients {
-		if t, err := resolve(sealed); err == nil && t.ClientID != "" {
-			if err := in.throttle(ctx, in.f.perQueue, t.ClientID, d.Origin); err != nil {
-				return err
+	if in.f.perQueueOn {
+		resolve := in.f.n.keyring.resolver()
+		for _, sealed := range m.Recipients {
+			if t, err := resolve(sealed); err == nil && t.ClientID != "" {
+				if err := in.throttle(ctx, in.f.perQueue, t.ClientID, d.Origin); err != nil {
+					return func() error { return err }
+				}
 			}
 		}
 	}
-	_, err := in.f.n.Log.Append(ctx, eventlog.Command{
+	wait := in.f.n.Log.AppendAsync(ctx, eventlog.Command{
 		Key:  []byte("fed/" + d.ID()),
 		Body: validation.DeliverFederated{Origin: d.Origin, Counter: d.Counter, Envelope: d.Raw, Message: m},
 	})
-	var rej *eventlog.Rejection
-	if errors.As(err, &rej) {
-		if e, ok := validation.AsError(rej.Err); ok && e.Code == validation.CodeOutOfOrder {
-			return fmt.Errorf("%w: %v", federation.ErrOutOfOrder, e)
+	return func() error {
+		_, err := wait()
+		var rej *eventlog.Rejection
+		if errors.As(err, &rej) {
+			if e, ok := validation.AsError(rej.Err); ok && e.Code == validation.CodeOutOfOrder {
+				return fmt.Errorf("%w: %v", federation.ErrOutOfOrder, e)
+			}
+			return rej.Err
 		}
-		return rej.Err
+		return err
 	}
-	return err
 }
 
 // throttle waits until l has a token for key.

@@ -2,6 +2,7 @@ package node
 
 import (
 	"crypto/rand"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -26,6 +27,9 @@ type keyring struct {
 	tokens *tokens.Issuer
 	// tokMu serialises rotation with persisting the issuer state.
 	tokMu sync.Mutex
+
+	resolveOnce sync.Once
+	resolve     projections.QueueResolver
 }
 
 const tokenStateFile = "token-issuer.state"
@@ -137,28 +141,53 @@ func (k *keyring) rotateTokens(now time.Time, period time.Duration, log *slog.Lo
 }
 
 // resolver opens sealed queue configs: local ones to the client id they
-// were issued to, others to their domain.
+// were issued to, others to their domain. Opening is an HPKE decryption;
+// its results are cached (the function is deterministic, so the cache
+// changes nothing but the cost).
 func (k *keyring) resolver() projections.QueueResolver {
-	domain := k.keys.Domain()
-	return func(sealed []byte) (projections.QueueTarget, error) {
-		d, err := identity.SealedQueueConfigDomain(sealed)
-		if err != nil {
-			return projections.QueueTarget{}, err
+	k.resolveOnce.Do(func() {
+		domain := k.keys.Domain()
+		var mu sync.Mutex
+		cache := map[[32]byte]projections.QueueTarget{}
+		k.resolve = func(sealed []byte) (projections.QueueTarget, error) {
+			key := sha256.Sum256(sealed)
+			mu.Lock()
+			t, ok := cache[key]
+			mu.Unlock()
+			if ok {
+				return t, nil
+			}
+			d, err := identity.SealedQueueConfigDomain(sealed)
+			if err != nil {
+				return projections.QueueTarget{}, err
+			}
+			if d != domain {
+				t = projections.QueueTarget{Domain: d, Sealed: sealed}
+			} else {
+				qc, err := k.keys.OpenQueueConfig(sealed)
+				if err != nil {
+					return projections.QueueTarget{}, err
+				}
+				c, ok := k.queues.ClientOf(qc.QueueID)
+				if !ok {
+					return projections.QueueTarget{}, errors.New("queue id not issued by this homeserver")
+				}
+				t = projections.QueueTarget{Domain: domain, ClientID: c}
+			}
+			mu.Lock()
+			if len(cache) >= resolveCacheSize {
+				clear(cache)
+			}
+			cache[key] = t
+			mu.Unlock()
+			return t, nil
 		}
-		if d != domain {
-			return projections.QueueTarget{Domain: d, Sealed: sealed}, nil
-		}
-		qc, err := k.keys.OpenQueueConfig(sealed)
-		if err != nil {
-			return projections.QueueTarget{}, err
-		}
-		c, ok := k.queues.ClientOf(qc.QueueID)
-		if !ok {
-			return projections.QueueTarget{}, errors.New("queue id not issued by this homeserver")
-		}
-		return projections.QueueTarget{Domain: domain, ClientID: c}, nil
-	}
+	})
+	return k.resolve
 }
+
+// resolveCacheSize bounds the resolved queue config cache.
+const resolveCacheSize = 1 << 16
 
 // projectionSet is the homeserver's projections, in the order they apply:
 // queues see a group's members before the group projection applies a
