@@ -140,6 +140,15 @@ type ApplicationMessageAccepted struct {
 	RequestSignature []byte `json:"request_signature"`
 }
 
+// GroupMessageHeader is the part of ApplicationMessageAccepted,
+// ProposalAccepted and CommitAccepted that routing needs: decoding only it
+// skips the message bytes.
+type GroupMessageHeader struct {
+	GroupID []byte `json:"group_id"`
+	Epoch   uint64 `json:"epoch"`
+	Sender  uint32 `json:"sender"`
+}
+
 // QueueAcked records that a local client acknowledged its queue up to and
 // including sequence UpTo.
 type QueueAcked struct {
@@ -214,6 +223,16 @@ func Draft(typ string, v any) eventlog.Draft {
 		panic(fmt.Sprintf("events: encode %s: %v", typ, err))
 	}
 	return eventlog.Draft{Type: typ, Payload: b}
+}
+
+// DecodeHeader parses the routing header of a group message event,
+// ignoring the other fields.
+func DecodeHeader(ev *eventlog.Event) (GroupMessageHeader, error) {
+	var h GroupMessageHeader
+	if err := json.Unmarshal(ev.Payload, &h); err != nil {
+		return h, fmt.Errorf("event %d (%s): %w", ev.Seq, ev.Type, err)
+	}
+	return h, nil
 }
 
 // Decode parses the payload of ev into v, refusing unknown fields.

@@ -48,7 +48,7 @@ func (KeyPackages) Apply(rw eventlog.ReadWriter, ev *eventlog.Event) error {
 			return err
 		}
 		p := kpClientPrefix(e.UserID, e.ClientID)
-		if err := rw.DeleteRange(p, eventlog.PrefixEnd(p)); err != nil {
+		if err := deleteKeys(rw, p, eventlog.PrefixEnd(p)); err != nil {
 			return err
 		}
 		for _, kp := range e.KeyPackages {

@@ -84,22 +84,27 @@ func (o Outbox) Apply(rw eventlog.ReadWriter, ev *eventlog.Event) error {
 		if err := events.Decode(ev, &e); err != nil {
 			return err
 		}
-		if err := rw.DeleteRange(outEntryPrefix(e.Destination), outEntryKey(e.Destination, e.UpTo+1)); err != nil {
+		if err := deleteKeys(rw, outEntryPrefix(e.Destination), outEntryKey(e.Destination, e.UpTo+1)); err != nil {
 			return err
 		}
 		return rw.Set(outTrimKey(e.Destination), binary.BigEndian.AppendUint64(nil, e.UpTo))
-	case events.TypeApplicationMessageAccepted:
-		var e events.ApplicationMessageAccepted
-		if err := events.Decode(ev, &e); err != nil {
+	case events.TypeApplicationMessageAccepted, events.TypeProposalAccepted:
+		// Most groups have no remote members: look before decoding the
+		// message itself.
+		h, err := events.DecodeHeader(ev)
+		if err != nil {
 			return err
 		}
-		m.GroupID, m.Epoch, m.Sender, m.Message = e.GroupID, e.Epoch, e.Sender, e.Message
-	case events.TypeProposalAccepted:
-		var e events.ProposalAccepted
-		if err := events.Decode(ev, &e); err != nil {
+		rs, err := loadRemote(rw, h.GroupID)
+		if err != nil || len(rs) == 0 {
 			return err
 		}
+		var e events.ApplicationMessageAccepted // the fields a proposal has too
+		if err := json.Unmarshal(ev.Payload, &e); err != nil {
+			return fmt.Errorf("event %d (%s): %w", ev.Seq, ev.Type, err)
+		}
 		m.GroupID, m.Epoch, m.Sender, m.Message = e.GroupID, e.Epoch, e.Sender, e.Message
+		return o.fanOut(rw, rs, m)
 	case events.TypeCommitAccepted:
 		var e events.CommitAccepted
 		if err := events.Decode(ev, &e); err != nil {

@@ -107,3 +107,23 @@ func (s scoped) DeleteRange(start, end []byte) error {
 	}
 	return s.rw.DeleteRange(start, end)
 }
+
+// deleteKeys deletes every key in [start, end) one by one. Projections use
+// it instead of range deletions: a Pebble indexed batch re-fragments all
+// its range deletions on every read, which makes long batches (replay)
+// quadratic.
+func deleteKeys(rw eventlog.ReadWriter, start, end []byte) error {
+	var keys [][]byte
+	if err := rw.Scan(start, end, func(k, _ []byte) error {
+		keys = append(keys, append([]byte(nil), k...))
+		return nil
+	}); err != nil {
+		return err
+	}
+	for _, k := range keys {
+		if err := rw.Delete(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}

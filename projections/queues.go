@@ -147,19 +147,13 @@ func (q Queues) Apply(rw eventlog.ReadWriter, ev *eventlog.Event) error {
 		if err := events.Decode(ev, &e); err != nil {
 			return err
 		}
-		return rw.DeleteRange(queuePrefix(e.ClientID), queueKey(e.ClientID, e.UpTo+1))
-	case events.TypeApplicationMessageAccepted:
-		var e events.ApplicationMessageAccepted
-		if err := events.Decode(ev, &e); err != nil {
+		return deleteKeys(rw, queuePrefix(e.ClientID), queueKey(e.ClientID, e.UpTo+1))
+	case events.TypeApplicationMessageAccepted, events.TypeProposalAccepted:
+		h, err := events.DecodeHeader(ev)
+		if err != nil {
 			return err
 		}
-		gid, sender = e.GroupID, e.Sender
-	case events.TypeProposalAccepted:
-		var e events.ProposalAccepted
-		if err := events.Decode(ev, &e); err != nil {
-			return err
-		}
-		gid, sender = e.GroupID, e.Sender
+		gid, sender = h.GroupID, h.Sender
 	case events.TypeCommitAccepted:
 		var e events.CommitAccepted
 		if err := events.Decode(ev, &e); err != nil {
