@@ -35,38 +35,13 @@ func FanOut(ctx context.Context, h *Homeserver, o FanOutOptions, progress func(s
 	if o.Messages <= 0 {
 		o.Messages = 100
 	}
-	tag := time.Now().UnixNano() % 100000
-	owner, err := h.NewUser(ctx, fmt.Sprintf("fo%d-owner", tag), 1)
+	g, err := bigGroup(ctx, h, fmt.Sprintf("fo%d", time.Now().UnixNano()%100000), o.Members, func(p string) {
+		if progress != nil {
+			progress("fan-out: " + p)
+		}
+	})
 	if err != nil {
 		return nil, err
-	}
-	if err := owner.GetTokens(ctx, 1); err != nil {
-		return nil, err
-	}
-	g, err := owner.CreateGroup(ctx)
-	if err != nil {
-		return nil, err
-	}
-	var kps [][]byte
-	for i := 1; i < o.Members; i++ {
-		c, err := h.Conn.Register(ctx, fmt.Sprintf("fo%d-%d", tag, i))
-		if err != nil {
-			return nil, err
-		}
-		kp, err := c.MakeKeyPackages(0, true)
-		if err != nil {
-			return nil, err
-		}
-		if err := c.PublishKeyPackages(ctx, kp); err != nil {
-			return nil, err
-		}
-		kps = append(kps, kp[0])
-		if progress != nil && i%250 == 0 {
-			progress(fmt.Sprintf("fan-out: %d/%d members registered", i, o.Members-1))
-		}
-	}
-	if err := g.AddKeyPackages(ctx, kps...); err != nil {
-		return nil, fmt.Errorf("add %d members: %w", len(kps), err)
 	}
 	sealed := make([]*client.Sealed, o.Messages)
 	for i := range sealed {
