@@ -1,11 +1,14 @@
 package audit
 
 import (
+	"cmp"
 	"context"
 	"encoding/base64"
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
+	"slices"
 	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -311,12 +314,36 @@ func replay(ctx context.Context, l *eventlog.Log, opts Options, res *ValidationR
 	b := scratch.NewIndexedBatch()
 	defer func() { b.Close() }()
 	rw := eventlog.NewBatchReadWriter(b)
+	var findings []Finding // sorted and cut to MaxFindings at the end
+	var fmu sync.Mutex
 	reject := func(f Finding) {
+		fmu.Lock()
 		res.RejectedCount++
-		if len(res.Rejected) < opts.MaxFindings {
-			res.Rejected = append(res.Rejected, f)
+		findings = append(findings, f)
+		fmu.Unlock()
+	}
+	// The checks that read no state (signature verifications) run on a
+	// worker per core while the replay goes on.
+	work := make(chan func(), 256)
+	var wg sync.WaitGroup
+	for i := 0; i < runtime.GOMAXPROCS(0); i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for f := range work {
+				f()
+			}
+		}()
+	}
+	workersDone := false
+	stopWorkers := func() {
+		if !workersDone {
+			workersDone = true
+			close(work)
+			wg.Wait()
 		}
 	}
+	defer stopWorkers()
 	var done uint64
 	for chunk := range items {
 		for _, it := range chunk {
@@ -334,7 +361,20 @@ func replay(ctx context.Context, l *eventlog.Log, opts Options, res *ValidationR
 			}
 			ev := it.ev
 			res.Replayed++
-			if err := opts.Validator.Revalidate(rw, ev); err != nil {
+			deferred, err := opts.Validator.RevalidateDeferred(rw, ev)
+			if deferred != nil {
+				seq, typ := ev.Seq, ev.Type
+				work <- func() {
+					if err := deferred(); err != nil {
+						f := Finding{Seq: seq, Type: typ, Code: validation.CodeInternal, Reason: err.Error()}
+						if e, ok := validation.AsError(err); ok {
+							f.Code, f.Reason = e.Code, e.Msg
+						}
+						reject(f)
+					}
+				}
+			}
+			if err != nil {
 				e, ok := validation.AsError(err)
 				if !ok {
 					return fmt.Errorf("revalidate event %d: %w", ev.Seq, err)
@@ -366,6 +406,12 @@ func replay(ctx context.Context, l *eventlog.Log, opts Options, res *ValidationR
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	stopWorkers()
+	slices.SortFunc(findings, func(a, b Finding) int { return cmp.Compare(a.Seq, b.Seq) })
+	if len(findings) > opts.MaxFindings {
+		findings = findings[:opts.MaxFindings]
+	}
+	res.Rejected = append(res.Rejected, findings...)
 	if err := b.Commit(pebble.NoSync); err != nil {
 		return fmt.Errorf("scratch commit: %w", err)
 	}

@@ -284,24 +284,37 @@ func (v *Validator) checkHandshake(r eventlog.Reader, now int64, c Handshake) (*
 // CheckAppMessage checks an application message against the state r
 // (MD-2, MD-3, MD-4) and returns the group epoch it was checked in.
 func (v *Validator) CheckAppMessage(r eventlog.Reader, gid []byte, sender uint32, msg, reqSig []byte) (uint64, error) {
+	epoch, verify, err := v.appMessageState(r, gid, sender, msg, reqSig)
+	if err != nil {
+		return 0, err
+	}
+	return epoch, verify()
+}
+
+// appMessageState reads what checking an application message needs from
+// the state r and returns the check itself, which reads no state (a
+// signature verification): audits run it in parallel.
+func (v *Validator) appMessageState(r eventlog.Reader, gid []byte, sender uint32, msg, reqSig []byte) (uint64, func() error, error) {
 	g := projections.GroupView{R: r}
 	meta, err := g.Meta(gid)
 	if errors.Is(err, eventlog.ErrNotFound) {
-		return 0, Reject(CodeUnknownGroup, "no group %q here", gid)
+		return 0, nil, Reject(CodeUnknownGroup, "no group %q here", gid)
 	} else if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	var key []byte
 	if leaf, err := g.Leaf(gid, sender); err == nil {
 		key = leaf.SignatureKey
 	} else if !errors.Is(err, eventlog.ErrNotFound) {
-		return 0, err
+		return 0, nil, err
 	}
-	_, err = mlsx.CheckApplicationWith(mlsx.AppContext{GroupID: gid, Epoch: meta.Epoch, CipherSuite: meta.CipherSuite, EpochWindow: v.Env.EpochWindow}, msg, sender, key, reqSig)
-	if err != nil {
-		return 0, fromMLS(err)
-	}
-	return meta.Epoch, nil
+	ac := mlsx.AppContext{GroupID: gid, Epoch: meta.Epoch, CipherSuite: meta.CipherSuite, EpochWindow: v.Env.EpochWindow}
+	return meta.Epoch, func() error {
+		if _, err := mlsx.CheckApplicationWith(ac, msg, sender, key, reqSig); err != nil {
+			return fromMLS(err)
+		}
+		return nil
+	}, nil
 }
 
 func (v *Validator) appMessage(r eventlog.Reader, c AppMessage) (eventlog.Decision, error) {

@@ -11,6 +11,28 @@ import (
 	"github.com/mlshome/homeserver/projections"
 )
 
+// RevalidateDeferred is Revalidate split in two: the part that reads the
+// state runs now, and the part that does not (a signature verification, for
+// application messages) is returned to be run later, possibly in parallel
+// with other events. deferred is nil when there is nothing left to run.
+func (v *Validator) RevalidateDeferred(r eventlog.Reader, ev *eventlog.Event) (deferred func() error, err error) {
+	if ev.Type != events.TypeApplicationMessageAccepted {
+		return nil, v.Revalidate(r, ev)
+	}
+	var e events.ApplicationMessageAccepted
+	if err := events.Decode(ev, &e); err != nil {
+		return nil, Reject(CodeMalformed, "%v", err)
+	}
+	epoch, verify, err := v.appMessageState(r, e.GroupID, e.Sender, e.Message, e.RequestSignature)
+	if err != nil {
+		return nil, err
+	}
+	if epoch != e.Epoch {
+		return nil, Reject(CodeMalformed, "recorded epoch %d, group epoch %d", e.Epoch, epoch)
+	}
+	return verify, nil
+}
+
 // Revalidate re-runs, for an audit (LOG-4), the checks that admitted ev:
 // r is the projected state just before ev (every earlier event applied),
 // and the event's own time stands for the batch time. It returns nil if
