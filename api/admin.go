@@ -49,5 +49,13 @@ func (s *Server) setPolicy(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, validation.Reject(validation.CodeBadPolicy, "%v", err))
 		return
 	}
-	s.submit(w, r, eventlog.Command{Body: validation.SetFederationPolicy{Policy: p}}, http.StatusOK)
+	out, err := s.append(r, eventlog.Command{Body: validation.SetFederationPolicy{Policy: p}})
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	if s.cfg.PolicyChanged != nil {
+		s.cfg.PolicyChanged(p)
+	}
+	writeRawJSON(w, http.StatusOK, out.Reply)
 }

@@ -46,6 +46,9 @@ type Config struct {
 	// SetPolicy normalises a federation policy (JSON) before it is
 	// recorded; nil disables policy changes.
 	NormalizePolicy func([]byte) ([]byte, error)
+	// PolicyChanged, if set, is called with a policy once it is recorded
+	// (the log watcher applies it too; this closes the gap before it does).
+	PolicyChanged func([]byte)
 	// Relay carries directory requests for other homeservers' users; nil
 	// answers them with federation_unavailable.
 	Relay Relay

@@ -160,6 +160,11 @@ func Open(cfg Config) (*Node, error) {
 		GroupRelay:    n.fed,
 		RemoteKeys:    n.fed.remoteKeys,
 		AdminToken:    cfg.Federation.AdminToken,
+		PolicyChanged: func(b []byte) {
+			if p, err := federation.ParsePolicy(b); err == nil {
+				n.fed.tr.SetPolicy(p)
+			}
+		},
 		NormalizePolicy: func(b []byte) ([]byte, error) {
 			p, err := federation.ParsePolicy(b)
 			if err != nil {
