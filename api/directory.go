@@ -2,6 +2,7 @@ package api
 
 import (
 	"crypto/ed25519"
+	"crypto/subtle"
 	"errors"
 	"net/http"
 	"strings"
@@ -62,6 +63,10 @@ func (s *Server) clientReg(userID string, key []byte) (validation.ClientReg, err
 }
 
 func (s *Server) registerUser(w http.ResponseWriter, r *http.Request) {
+	if t := s.cfg.RegistrationToken; t != "" && subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), []byte("Bearer "+t)) != 1 {
+		s.writeError(w, r, validation.Reject(validation.CodeUnauthenticated, "registration needs the registration token"))
+		return
+	}
 	var req RegisterUserRequest
 	if !s.jsonBody(w, r, &req) {
 		return

@@ -41,6 +41,9 @@ type Config struct {
 	// RemoteKeys returns another homeserver's public keys document, as
 	// this homeserver pinned it (for clients verifying bundles, GUC-3).
 	RemoteKeys func(ctx context.Context, domain string) ([]byte, error)
+	// RegistrationToken, if set, must be presented (Authorization: Bearer)
+	// to register a user; empty leaves registration open.
+	RegistrationToken string
 	// AdminToken guards /v1/admin; empty disables the admin API.
 	AdminToken string
 	// SetPolicy normalises a federation policy (JSON) before it is

@@ -53,6 +53,8 @@ type Config struct {
 	GroupLimits *api.GroupLimits
 	// Federation configures federation over the bus.
 	Federation FederationConfig
+	// RegistrationToken, if set, is required to register users.
+	RegistrationToken string
 }
 
 // Node is a running homeserver.
@@ -144,22 +146,23 @@ func Open(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n.API = api.New(api.Config{
-		Domain:        cfg.Domain,
-		Log:           n.Log,
-		Keys:          newAPIKeys(keys, cfg.RequestWindow, cfg.Clock),
-		Logger:        cfg.Logger,
-		Metrics:       n.Metrics,
-		RequestWindow: cfg.RequestWindow,
-		Now:           cfg.Clock,
-		Ready:         n.Bus.Ready,
-		Validator:     n.Validator,
-		Limits:        cfg.DirectoryLimits,
-		GroupLimits:   cfg.GroupLimits,
-		Tokens:        k.tokens,
-		Relay:         n.fed,
-		GroupRelay:    n.fed,
-		RemoteKeys:    n.fed.remoteKeys,
-		AdminToken:    cfg.Federation.AdminToken,
+		Domain:            cfg.Domain,
+		Log:               n.Log,
+		Keys:              newAPIKeys(keys, cfg.RequestWindow, cfg.Clock),
+		Logger:            cfg.Logger,
+		Metrics:           n.Metrics,
+		RequestWindow:     cfg.RequestWindow,
+		Now:               cfg.Clock,
+		Ready:             n.Bus.Ready,
+		Validator:         n.Validator,
+		Limits:            cfg.DirectoryLimits,
+		GroupLimits:       cfg.GroupLimits,
+		Tokens:            k.tokens,
+		Relay:             n.fed,
+		GroupRelay:        n.fed,
+		RemoteKeys:        n.fed.remoteKeys,
+		AdminToken:        cfg.Federation.AdminToken,
+		RegistrationToken: cfg.RegistrationToken,
 		PolicyChanged: func(b []byte) {
 			if p, err := federation.ParsePolicy(b); err == nil {
 				n.fed.tr.SetPolicy(p)

@@ -251,3 +251,26 @@ func TestLOG_2_RebuildEqualsLive(t *testing.T) {
 		t.Fatal("compare missed an extra projection key")
 	}
 }
+
+func TestRegistrationToken(t *testing.T) {
+	n, err := node.Open(node.Config{Domain: "closed.test", DataDir: t.TempDir(), Listen: "127.0.0.1:0", RegistrationToken: "let-me-in"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer n.Shutdown(context.Background())
+	pub, _, _ := ed25519.GenerateKey(nil)
+	body := mustJSON(map[string]any{"user_id": "amy", "signature_key": pub})
+	if r := post(t, n.URL()+"/v1/users", body, nil); r.status != http.StatusUnauthorized || r.code() != "unauthenticated" {
+		t.Fatalf("without the token: %d %s", r.status, r.body)
+	}
+	if n.Log.Size() != 0 {
+		t.Fatal("a refused registration appended events")
+	}
+	r := post(t, n.URL()+"/v1/users", body, func(req *http.Request) { req.Header.Set("Authorization", "Bearer let-me-in") })
+	if r.status != http.StatusCreated {
+		t.Fatalf("with the token: %d %s", r.status, r.body)
+	}
+}

@@ -36,6 +36,7 @@ type serveConfig struct {
 	FederationAllow    string        `toml:"federation-allow"`
 	FederationBlock    string        `toml:"federation-block"`
 	TokenAllowance     int           `toml:"token-allowance"`
+	RegistrationToken  string        `toml:"registration-token"`
 }
 
 // bindServeFlags declares the flags of serve on fs, with defaults.
@@ -58,6 +59,7 @@ func bindServeFlags(fs *flag.FlagSet, c *serveConfig) *string {
 	fs.StringVar(&c.FederationAllow, "federation-allow", "", "comma-separated homeservers allowed to federate (allowlist mode); empty: open to all but --federation-block. A policy set through the admin API overrides both")
 	fs.StringVar(&c.FederationBlock, "federation-block", "", "comma-separated homeservers refused")
 	fs.IntVar(&c.TokenAllowance, "token-allowance", 50, "group-creation tokens per user per day (GC-6)")
+	fs.StringVar(&c.RegistrationToken, "registration-token", "", "if set, POST /v1/users needs 'Authorization: Bearer <token>'; empty leaves registration open")
 	return fs.String("config", "", "TOML config file (keys are the flag names)")
 }
 

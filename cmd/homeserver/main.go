@@ -121,7 +121,8 @@ func serve(args []string, stderr io.Writer, getenv func(string) string) error {
 			LeafRemote: cfg.NATSLeaf,
 			LeafCreds:  cfg.NATSLeafCreds,
 		},
-		Tokens: node.TokenPolicy{Allowance: cfg.TokenAllowance},
+		Tokens:            node.TokenPolicy{Allowance: cfg.TokenAllowance},
+		RegistrationToken: cfg.RegistrationToken,
 		Federation: node.FederationConfig{
 			Scheme:     cfg.FederationScheme,
 			AdminToken: cfg.AdminToken,
