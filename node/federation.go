@@ -302,13 +302,15 @@ func (in inbox) DeliverAsync(ctx context.Context, d federation.Delivery) func() 
 	if err := in.throttle(ctx, in.f.perOrigin, d.Origin, d.Origin); err != nil {
 		return func() error { return err }
 	}
-	if in.f.perQueueOn {
-		resolve := in.f.n.keyring.resolver()
-		for _, sealed := range m.Recipients {
-			if t, err := resolve(sealed); err == nil && t.ClientID != "" {
-				if err := in.throttle(ctx, in.f.perQueue, t.ClientID, d.Origin); err != nil {
-					return func() error { return err }
-				}
+	// Opening the recipients' sealed queue configs (HPKE) happens here,
+	// off the writer: its results are cached, so the writer's FED-5 check
+	// finds them ready.
+	resolve := in.f.n.keyring.resolver()
+	for _, sealed := range m.Recipients {
+		t, err := resolve(sealed)
+		if in.f.perQueueOn && err == nil && t.ClientID != "" {
+			if err := in.throttle(ctx, in.f.perQueue, t.ClientID, d.Origin); err != nil {
+				return func() error { return err }
 			}
 		}
 	}

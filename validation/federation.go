@@ -25,6 +25,10 @@ func init() {
 	statusOf[CodeGroupBlocked] = http.StatusForbidden
 }
 
+// MaxRecipients bounds the recipients of one federated delivery (the
+// largest group the observer accepts).
+const MaxRecipients = 1 << 16
+
 // DeliverFederated records a delivery from another homeserver, whose
 // envelope the federation layer opened and verified (signature, policy).
 type DeliverFederated struct {
@@ -107,6 +111,9 @@ func (v *Validator) checkDelivery(r eventlog.Reader, c DeliverFederated) (eventl
 	}
 	if GroupIDDomain(c.Message.GroupID) != c.Origin {
 		return refuse(CodeNotGroupOwner)
+	}
+	if len(c.Message.Recipients) > MaxRecipients {
+		return refuse(CodeMalformed)
 	}
 	m := c.Message
 	m.Recipients = nil
