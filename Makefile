@@ -23,9 +23,9 @@ test:
 	$(GO) test -count=1 -timeout 20m ./...
 	$(GO) test -race -count=1 -timeout 20m -run 'Concurrent|SameBatch|CloseFinishes|GUC_5|MD_4|FED_4' ./eventlog ./client ./testnet
 
-## race: the tests under the race detector
+## race: the tests under the race detector (-short: smaller workloads, no power-loss simulation)
 race:
-	$(GO) test -race -count=1 -timeout 30m ./...
+	$(GO) test -race -short -count=1 -timeout 30m ./...
 
 ## bench: the Go benchmarks (longer runs: BENCHTIME=10000x)
 bench:
