@@ -4,6 +4,7 @@
 //	homeserver replay    rebuild the projections from the log and compare
 //	homeserver audit     check the Merkle tree and re-validate every event
 //	homeserver testnet   run several federated homeservers on this machine
+//	homeserver bench     measure the homeserver against this machine's own limits
 //	homeserver version   print the version
 //
 // Run `homeserver <command> -h` for the flags of a command.
