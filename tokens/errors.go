@@ -1,8 +1,9 @@
 package tokens
 
 import (
-	"errors"
 	"fmt"
+
+	"github.com/mlshome/homeserver/identity"
 )
 
 // Stable machine codes carried by [Error]. They never change meaning.
@@ -29,38 +30,14 @@ const (
 	CodeInvalidProof = "invalid_proof"
 )
 
-// Error is the error type of this package for everything a peer can cause.
-// Code is one of the Code* constants and is stable; Msg is for humans. Use
-// [errors.As], [CodeOf], or errors.Is(err, &Error{Code: CodeInvalidToken}).
-type Error struct {
-	// Code is the stable machine code.
-	Code string
-	// Msg explains the failure to a human; it is not stable.
-	Msg string
-}
-
-// Error implements the error interface as "code: message".
-func (e *Error) Error() string {
-	if e.Msg == "" {
-		return e.Code
-	}
-	return e.Code + ": " + e.Msg
-}
-
-// Is reports whether target is an *Error with the same Code.
-func (e *Error) Is(target error) bool {
-	t, ok := target.(*Error)
-	return ok && t.Code == e.Code
-}
+// Error is the error type of this package for everything a peer can cause:
+// the same stable-code error as package identity's. Code is one of the
+// Code* constants; Msg is for humans. Use [errors.As], [CodeOf], or
+// errors.Is(err, &Error{Code: CodeInvalidToken}).
+type Error = identity.Error
 
 // CodeOf returns the code of the first *Error in err's chain, or "".
-func CodeOf(err error) string {
-	var e *Error
-	if errors.As(err, &e) {
-		return e.Code
-	}
-	return ""
-}
+func CodeOf(err error) string { return identity.CodeOf(err) }
 
 func errorf(code, format string, args ...any) *Error {
 	return &Error{Code: code, Msg: fmt.Sprintf(format, args...)}

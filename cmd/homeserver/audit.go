@@ -12,6 +12,7 @@ import (
 	"strconv"
 
 	"github.com/mlshome/homeserver/audit"
+	"github.com/mlshome/homeserver/eventlog"
 	"github.com/mlshome/homeserver/identity"
 	"github.com/mlshome/homeserver/node"
 	"github.com/mlshome/homeserver/projections"
@@ -169,11 +170,7 @@ func auditExport(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stderr, "audit export: --out is required")
 		return errUsage
 	}
-	keys, err := kf.resolve()
-	if err != nil {
-		return err
-	}
-	l, err := audit.OpenLog(node.StoreDir(kf.data), keys.domain, keys.signer())
+	keys, l, err := kf.openLog()
 	if err != nil {
 		return err
 	}
@@ -255,11 +252,7 @@ func auditProve(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "audit prove: SEQ %q is not a number\n", fs.Arg(0))
 		return errUsage
 	}
-	keys, err := kf.resolve()
-	if err != nil {
-		return err
-	}
-	l, err := audit.OpenLog(node.StoreDir(kf.data), keys.domain, keys.signer())
+	keys, l, err := kf.openLog()
 	if err != nil {
 		return err
 	}
@@ -279,11 +272,7 @@ func auditConsistency(args []string, stdout, stderr io.Writer) error {
 	if err := parseAll(fs, args, 0); err != nil {
 		return err
 	}
-	keys, err := kf.resolve()
-	if err != nil {
-		return err
-	}
-	l, err := audit.OpenLog(node.StoreDir(kf.data), keys.domain, keys.signer())
+	keys, l, err := kf.openLog()
 	if err != nil {
 		return err
 	}
@@ -361,6 +350,20 @@ type auditKeys struct {
 
 // resolve finds the verifier key and whatever else of the keys is
 // available, never creating any.
+// openLog resolves the keys and opens the audited log read-only, able to
+// sign checkpoints when the log key is at hand.
+func (k *keyFlags) openLog() (*auditKeys, *eventlog.Log, error) {
+	keys, err := k.resolve()
+	if err != nil {
+		return nil, nil, err
+	}
+	l, err := audit.OpenLog(node.StoreDir(k.data), keys.domain, keys.signer())
+	if err != nil {
+		return nil, nil, err
+	}
+	return keys, l, nil
+}
+
 func (k *keyFlags) resolve() (*auditKeys, error) {
 	if ok, err := fileExists(node.StoreDir(k.data)); err != nil {
 		return nil, err
