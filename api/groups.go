@@ -268,8 +268,8 @@ func (s *Server) GroupRequest(ctx context.Context, origin, kind string, gid, bod
 		}
 		return s.appendReply(ctx, eventlog.Command{Body: validation.Handshake{GroupID: gid, Message: req.Message, Welcome: req.Welcome}})
 	case RelayMessage:
-		var req MessageRequest
-		if err := decodeStrict(body, &req); err != nil {
+		req, err := DecodeMessageRequest(body)
+		if err != nil {
 			return nil, err
 		}
 		// The signature check needs only committed state: it runs here, in

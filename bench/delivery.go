@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mlshome/homeserver/api"
 	"github.com/mlshome/homeserver/client"
 )
 
@@ -15,6 +16,10 @@ type DeliveryOptions struct {
 	Groups   int // 2-member groups, one sender each (default 64)
 	Messages int // total messages (default 20,000)
 	Size     int // plaintext bytes (default 200)
+	// Library sends through the Go client library (net/http, retries)
+	// instead of the lean load generator, to see what a full client costs
+	// when it shares the homeserver's cores.
+	Library bool
 	// CPUProfile, if set, is a file for a CPU profile of the timed part.
 	CPUProfile string
 }
@@ -30,8 +35,9 @@ type DeliveryResult struct {
 }
 
 // Delivery sends application messages into 2-member groups over HTTP from
-// one concurrent sender per group, every message sealed (encrypted and
-// request-signed) before timing, and reports messages/s with p50/p99 of
+// one concurrent sender per group (a keep-alive connection each), every
+// message sealed (encrypted and request-signed) and encoded before timing,
+// and reports messages/s with p50/p99 of
 // the request latency (send → accepted and durable).
 func Delivery(ctx context.Context, h *Homeserver, o DeliveryOptions, progress func(string)) (*DeliveryResult, error) {
 	if o.Groups <= 0 {
@@ -46,6 +52,15 @@ func Delivery(ctx context.Context, h *Homeserver, o DeliveryOptions, progress fu
 	per := (o.Messages + o.Groups - 1) / o.Groups
 	groups := make([]*client.Group, o.Groups)
 	sealed := make([][]*client.Sealed, o.Groups)
+	reqs := make([][][]byte, o.Groups)
+	conns := make([]*rawHTTP, o.Groups)
+	defer func() {
+		for _, c := range conns {
+			if c != nil {
+				c.Close()
+			}
+		}
+	}()
 	tag := time.Now().UnixNano()
 	for i := range groups {
 		a, err := h.NewUser(ctx, fmt.Sprintf("da%d-%d", tag%100000, i), 1)
@@ -66,6 +81,20 @@ func Delivery(ctx context.Context, h *Homeserver, o DeliveryOptions, progress fu
 				return nil, err
 			}
 			sealed[i] = append(sealed[i], m)
+			body, err := m.Request()
+			if err != nil {
+				return nil, err
+			}
+			req, err := postRequest(h.Node.URL(), groups[i].Path(), api.MessageContentType, body)
+			if err != nil {
+				return nil, err
+			}
+			reqs[i] = append(reqs[i], req)
+		}
+		if !o.Library {
+			if conns[i], err = dialRaw(h.Node.URL()); err != nil {
+				return nil, err
+			}
 		}
 		if progress != nil && (i+1)%16 == 0 {
 			progress(fmt.Sprintf("delivery: %d/%d groups ready", i+1, o.Groups))
@@ -86,9 +115,15 @@ func Delivery(ctx context.Context, h *Homeserver, o DeliveryOptions, progress fu
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			for _, m := range sealed[i] {
+			for j, m := range sealed[i] {
 				t := time.Now()
-				if err := groups[i].SendSealed(ctx, m); err != nil {
+				var err error
+				if o.Library {
+					err = groups[i].SendSealed(ctx, m)
+				} else {
+					err = conns[i].do(reqs[i][j])
+				}
+				if err != nil {
 					errOnce.Do(func() { firstErr = err })
 					return
 				}

@@ -114,9 +114,18 @@ func checkRetry(ctx context.Context, resp *http.Response, err error) (bool, erro
 
 // do sends a request; if signer is not nil the request is signed by that
 // client. out, if not nil, receives the JSON reply.
+// rawBody is a request body sent as it is, with its media type.
+type rawBody struct {
+	contentType string
+	body        []byte
+}
+
 func (c *Conn) do(ctx context.Context, method, path string, body any, signer *Client, out any) error {
 	var b []byte
-	if body != nil {
+	contentType := "application/json"
+	if rb, ok := body.(rawBody); ok {
+		b, contentType = rb.body, rb.contentType
+	} else if body != nil {
 		var err error
 		if b, err = json.Marshal(body); err != nil {
 			return err
@@ -130,7 +139,7 @@ func (c *Conn) do(ctx context.Context, method, path string, body any, signer *Cl
 		return err
 	}
 	if b != nil {
-		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Content-Type", contentType)
 	}
 	if signer != nil {
 		if err := identity.SignRequest(req.Request, b, signer.ClientID, signer.key, time.Now()); err != nil {

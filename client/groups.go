@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mlshome/homeserver/api"
 	"github.com/mlshome/homeserver/mlsx"
 	"github.com/mlshome/homeserver/tokens"
 	"github.com/mlshome/homeserver/validation"
@@ -355,10 +356,29 @@ func (g *Group) Seal(plaintext []byte) (*Sealed, error) {
 	return &Sealed{Sender: g.m.LeafIndex(), Message: msg, RequestSignature: sig}, nil
 }
 
-// SendSealed sends a sealed application message.
+// SendSealed sends a sealed application message, in the request's binary
+// form (api.MessageContentType).
 func (g *Group) SendSealed(ctx context.Context, m *Sealed) error {
+	b, err := m.Request()
+	if err != nil {
+		return err
+	}
+	return g.c.Conn.do(ctx, http.MethodPost, g.path("messages"), rawBody{api.MessageContentType, b}, nil, nil)
+}
+
+// SendSealedJSON sends a sealed application message in the request's JSON
+// form, which the homeserver accepts as well.
+func (g *Group) SendSealedJSON(ctx context.Context, m *Sealed) error {
 	return g.c.Conn.do(ctx, http.MethodPost, g.path("messages"), map[string]any{"sender": m.Sender, "message": m.Message, "request_signature": m.RequestSignature}, nil, nil)
 }
+
+// Request is the binary body of m's message request.
+func (m *Sealed) Request() ([]byte, error) {
+	return api.EncodeMessageRequest(api.MessageRequest{Sender: m.Sender, Message: m.Message, RequestSignature: m.RequestSignature})
+}
+
+// Path is the path that group messages are posted to.
+func (g *Group) Path() string { return g.path("messages") }
 
 // SendHandshake posts a raw handshake message (and Welcome) to the group,
 // for tests of what the Delivery Service refuses.

@@ -65,7 +65,7 @@ func TestMD_1_OnlyClientsSend(t *testing.T) {
 	outsider := h.user(t, "oz", 1, 1)[0]
 	size := h.node.Log.Size()
 	path := h.node.URL() + "/v1/groups/" + api.EncodeGroupID(g.ID)
-	for _, body := range []string{`{"sender":0,"message":"AAAA","request_signature":"AAAA"}`, `{"message":"AAAA"}`, `garbage`} {
+	for _, body := range []string{`{"sender":0,"message":"AAAA","request_signature":"AAAA"}`, `{"message":"AAAA"}`, `garbage`, "\x01\x00\x00\x00\x00\x00\x40", "\x01\x00\x00\x00\x00\x00\x01s" + "not an MLS message"} {
 		for _, what := range []string{"/messages", "/handshake"} {
 			resp, err := http.Post(path+what, "application/json", strings.NewReader(body))
 			if err != nil {
@@ -231,7 +231,7 @@ func TestMD_4_IntegrityChecks(t *testing.T) {
 }
 
 // MD-5: recipients get the bytes as sent and identify the sender by the
-// MLS signature.
+// MLS signature, whichever form (binary or JSON) the request took.
 func TestMD_5_DeliveredAsSent(t *testing.T) {
 	h := start(t, "md5.test", noLimits)
 	ctx := context.Background()
@@ -241,7 +241,11 @@ func TestMD_5_DeliveredAsSent(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := g.SendSealed(ctx, m); err != nil {
+		send := g.SendSealed
+		if i%2 == 1 {
+			send = g.SendSealedJSON
+		}
+		if err := send(ctx, m); err != nil {
 			t.Fatal(err)
 		}
 		for _, c := range append(users[1], users[0][1]) {

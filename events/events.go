@@ -10,8 +10,11 @@ package events
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"math"
+	"strconv"
 
 	"github.com/mlshome/homeserver/eventlog"
 )
@@ -226,8 +229,17 @@ func Draft(typ string, v any) eventlog.Draft {
 }
 
 // DecodeHeader parses the routing header of a group message event,
-// ignoring the other fields.
+// ignoring the other fields. Every projection routes each message by its
+// header, so the common case is read without a JSON decoder: a payload
+// that starts as Draft writes it ({"group_id":"<base64>","epoch":N,
+// "sender":N, …) is read from those leading fields alone, and the rest of
+// the payload is left to whoever decodes it; any other payload goes
+// through encoding/json. Live writes and replay call the same function on
+// the same bytes, so both read the same header.
 func DecodeHeader(ev *eventlog.Event) (GroupMessageHeader, error) {
+	if h, ok := scanHeader(ev.Payload); ok {
+		return h, nil
+	}
 	var h GroupMessageHeader
 	if err := json.Unmarshal(ev.Payload, &h); err != nil {
 		return h, fmt.Errorf("event %d (%s): %w", ev.Seq, ev.Type, err)
@@ -243,4 +255,57 @@ func Decode(ev *eventlog.Event, v any) error {
 		return fmt.Errorf("event %d (%s): %w", ev.Seq, ev.Type, err)
 	}
 	return nil
+}
+
+// scanHeader reads the header from the leading fields of p as
+// encoding/json writes them. It reports false, leaving the payload to
+// encoding/json, for anything else: other field order, null, escapes, or
+// numbers outside JSON's plain integer form.
+func scanHeader(p []byte) (GroupMessageHeader, bool) {
+	var h GroupMessageHeader
+	rest, ok := bytes.CutPrefix(p, []byte(`{"group_id":"`))
+	if !ok {
+		return h, false
+	}
+	end := bytes.IndexByte(rest, '"')
+	if end < 0 || bytes.ContainsAny(rest[:end], "\\\r\n") {
+		return h, false
+	}
+	gid := make([]byte, base64.StdEncoding.DecodedLen(end))
+	n, err := base64.StdEncoding.Decode(gid, rest[:end])
+	if err != nil {
+		return h, false
+	}
+	h.GroupID = gid[:n]
+	if rest, ok = bytes.CutPrefix(rest[end+1:], []byte(`,"epoch":`)); !ok {
+		return h, false
+	}
+	if h.Epoch, rest, ok = scanUint(rest, math.MaxUint64); !ok {
+		return h, false
+	}
+	if rest, ok = bytes.CutPrefix(rest, []byte(`,"sender":`)); !ok {
+		return h, false
+	}
+	sender, rest, ok := scanUint(rest, math.MaxUint32)
+	if !ok || len(rest) == 0 || (rest[0] != ',' && rest[0] != '}') {
+		return h, false
+	}
+	h.Sender = uint32(sender)
+	return h, true
+}
+
+// scanUint reads a JSON non-negative integer no larger than max.
+func scanUint(p []byte, max uint64) (uint64, []byte, bool) {
+	i := 0
+	for i < len(p) && p[i] >= '0' && p[i] <= '9' {
+		i++
+	}
+	if i == 0 || (i > 1 && p[0] == '0') || i > 20 {
+		return 0, p, false
+	}
+	v, err := strconv.ParseUint(string(p[:i]), 10, 64)
+	if err != nil || v > max {
+		return 0, p, false
+	}
+	return v, p[i:], true
 }

@@ -62,6 +62,7 @@ type benchFlags struct {
 	rawEvents            int
 
 	deliveryGroups, deliveryMessages, messageSize int
+	deliveryLibrary                               bool
 	fanoutMembers, fanoutMessages                 int
 	commitMembers, commits                        int
 	fedGroups, fedMessages                        int
@@ -82,6 +83,7 @@ func bindBenchFlags(fs *flag.FlagSet) *benchFlags {
 	fs.IntVar(&f.eventlogAppenders, "eventlog-appenders", 64, "eventlog: concurrent appenders")
 	fs.IntVar(&f.deliveryGroups, "delivery-groups", 64, "delivery: 2-member groups, one concurrent sender each")
 	fs.IntVar(&f.deliveryMessages, "delivery-messages", 20000, "delivery: messages (replay replays this run's log)")
+	fs.BoolVar(&f.deliveryLibrary, "delivery-library", false, "delivery: send through the Go client library (net/http, retries) instead of the lean load generator")
 	fs.IntVar(&f.messageSize, "message-size", 200, "delivery, federation: plaintext bytes per message")
 	fs.IntVar(&f.fanoutMembers, "fanout-members", 1000, "fanout: group size")
 	fs.IntVar(&f.fanoutMessages, "fanout-messages", 100, "fanout: messages into the group")
@@ -325,13 +327,13 @@ func runBench(ctx context.Context, f *benchFlags, sel map[string]bool, say func(
 			return nil, err
 		}
 		say(fmt.Sprintf("delivery: %d groups, %d messages of %d B", f.deliveryGroups, f.deliveryMessages, f.messageSize))
-		r, err := bench.Delivery(ctx, h, bench.DeliveryOptions{Groups: f.deliveryGroups, Messages: f.deliveryMessages, Size: f.messageSize, CPUProfile: prof("delivery")}, say)
+		r, err := bench.Delivery(ctx, h, bench.DeliveryOptions{Groups: f.deliveryGroups, Messages: f.deliveryMessages, Size: f.messageSize, Library: f.deliveryLibrary, CPUProfile: prof("delivery")}, say)
 		if err != nil {
 			h.Close()
 			return nil, fmt.Errorf("delivery: %w", err)
 		}
 		rep.Results.Delivery = r
-		rep.ratio(figure{Part: "delivery", Name: figDelivery, Value: r.Rate.PerSec, Unit: "/s", Detail: fmt.Sprintf("%d groups of 2, HTTP", r.Options.Groups)}, figVerify)
+		rep.ratio(figure{Part: "delivery", Name: figDelivery, Value: r.Rate.PerSec, Unit: "/s", Detail: fmt.Sprintf("%d groups of 2, HTTP, %s", r.Options.Groups, map[bool]string{false: "lean load generator", true: "client library"}[r.Options.Library])}, figVerify)
 		rep.add(figure{Part: "delivery", Name: "delivery: latency p50", Value: ms(r.Rate.P50), Unit: "ms", Detail: "send → durable"})
 		rep.add(figure{Part: "delivery", Name: "delivery: latency p99", Value: ms(r.Rate.P99), Unit: "ms"})
 		if sel["replay"] {
