@@ -103,7 +103,7 @@ func (s *Server) registerClient(w http.ResponseWriter, r *http.Request) {
 // authenticate verifies a client-signed request and returns the signing
 // client's record.
 func (s *Server) authenticate(r *http.Request, body []byte) (*projections.ClientRecord, error) {
-	dir := projections.DirectoryView{R: eventlog.NewReader(s.cfg.Log.DB())}
+	dir := projections.DirectoryView{R: s.cfg.Log.Reader()}
 	var rec *projections.ClientRecord
 	_, err := s.cfg.Keys.VerifyRequest(r, body, func(clientID string) (ed25519.PublicKey, error) {
 		c, err := dir.Client(clientID)

@@ -251,6 +251,10 @@ func (s *Server) GroupRequest(ctx context.Context, origin, kind string, gid, bod
 	if validation.GroupIDDomain(gid) != s.cfg.Domain {
 		return nil, validation.Reject(validation.CodeNotGroupOwner, "group %q is not owned here", gid)
 	}
+	// Announce the append this request is preparing, so that the log's
+	// fsyncs wait for it (and its like) rather than run one per batch.
+	expected := s.cfg.Log.Expect()
+	defer expected()
 	now := s.cfg.Now()
 	if origin != "" {
 		if ok, retry := s.groupLimits.origin.Allow(origin, now); !ok {
@@ -266,6 +270,7 @@ func (s *Server) GroupRequest(ctx context.Context, origin, kind string, gid, bod
 		if ok, retry := s.groupLimits.group.Allow(string(gid), now); !ok {
 			return nil, &limited{retry}
 		}
+		expected()
 		return s.appendReply(ctx, eventlog.Command{Body: validation.Handshake{GroupID: gid, Message: req.Message, Welcome: req.Welcome}})
 	case RelayMessage:
 		req, err := DecodeMessageRequest(body)
@@ -285,6 +290,7 @@ func (s *Server) GroupRequest(ctx context.Context, origin, kind string, gid, bod
 		if ok, retry := s.groupLimits.group.Allow(string(gid), now); !ok {
 			return nil, &limited{retry}
 		}
+		expected()
 		return s.appendReply(ctx, eventlog.Command{Body: validation.AppMessage{GroupID: gid, Sender: req.Sender, Message: req.Message,
 			RequestSignature: req.RequestSignature, CheckedEpoch: epoch}})
 	}

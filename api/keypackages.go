@@ -62,4 +62,4 @@ func (s *Server) countKeyPackages(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, c)
 }
 
-func (s *Server) reader() eventlog.Reader { return eventlog.NewReader(s.cfg.Log.DB()) }
+func (s *Server) reader() eventlog.Reader { return s.cfg.Log.Reader() }

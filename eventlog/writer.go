@@ -294,7 +294,7 @@ func (w *writer) commit(reqs []request) {
 			b.Close()
 		}
 	}()
-	rw := batchRW{b: b}
+	rw := &writerRW{batchRW: batchRW{b: b}, c: w.l.cache}
 	results := make([]result, len(reqs))
 
 	now := w.l.opts.Clock().UnixNano()
@@ -342,7 +342,18 @@ func (w *writer) commit(reqs []request) {
 		return
 	}
 	start := time.Now()
-	if err := w.l.db.ApplyNoSyncWait(b, pebble.Sync); err != nil {
+	if w.l.cache != nil {
+		w.l.cache.beginWrite(rw.keys(), rw.ranges)
+	}
+	err := w.l.db.ApplyNoSyncWait(b, pebble.Sync)
+	if w.l.cache != nil {
+		writes := rw.writes
+		if rw.ranges {
+			writes = nil
+		}
+		w.l.cache.endWrite(writes, err == nil)
+	}
+	if err != nil {
 		fail(fmt.Errorf("commit batch: %w", err))
 		return
 	}
@@ -358,7 +369,7 @@ func (w *writer) commit(reqs []request) {
 // decideOne handles one command inside the batch. It returns a *Rejection
 // for a command the Handler refused (nothing written), or another error if
 // the batch must be abandoned.
-func (w *writer) decideOne(rw batchRW, now int64, m *meta, cmd Command) (Outcome, error) {
+func (w *writer) decideOne(rw ReadWriter, now int64, m *meta, cmd Command) (Outcome, error) {
 	if len(cmd.Key) > 0 {
 		if len(cmd.Key) > MaxKeyLen {
 			return Outcome{}, &Rejection{Err: fmt.Errorf("idempotency key longer than %d bytes", MaxKeyLen)}

@@ -82,7 +82,7 @@ func (n *Node) startFederation(cfg FederationConfig) error {
 		return fmt.Errorf("federation keys: %w", err)
 	}
 	policy := cfg.Policy
-	if b, err := (projections.FederationView{R: eventlog.NewReader(n.Log.DB())}).Policy(); err == nil {
+	if b, err := (projections.FederationView{R: n.Log.Reader()}).Policy(); err == nil {
 		if policy, err = federation.ParsePolicy(b); err != nil {
 			return fmt.Errorf("stored federation policy: %w", err)
 		}
@@ -196,14 +196,25 @@ func (f *fed) handle(ctx context.Context, origin, kind string, payload []byte) (
 		if err := json.Unmarshal(payload, &req); err != nil {
 			return nil, validation.Reject(validation.CodeMalformed, "%v", err)
 		}
-		return a.GroupRequest(ctx, origin, kind, req.GroupID, req.Body)
+		body := []byte(req.Body)
+		if len(req.Raw) > 0 {
+			if len(body) > 0 {
+				return nil, validation.Reject(validation.CodeMalformed, "relayed group request with both a JSON and a raw body")
+			}
+			body = req.Raw
+		}
+		return a.GroupRequest(ctx, origin, kind, req.GroupID, body)
 	}
 	return nil, validation.Reject(validation.CodeUnknownCommand, "unknown request kind %q", kind)
 }
 
+// relayedGroup is a client's group request relayed to the owning
+// homeserver: a JSON body as it is, any other (the binary form of an
+// application message) as base64 in Raw.
 type relayedGroup struct {
 	GroupID []byte          `json:"group_id"`
-	Body    json.RawMessage `json:"body"`
+	Body    json.RawMessage `json:"body,omitempty"`
+	Raw     []byte          `json:"raw,omitempty"`
 }
 
 // peerError maps our rejections to federation error replies.
@@ -232,7 +243,11 @@ func localError(err error) error {
 
 // RelayGroup implements api.GroupRelay.
 func (f *fed) RelayGroup(ctx context.Context, domain, kind string, gid, body []byte) ([]byte, error) {
-	p, err := json.Marshal(relayedGroup{GroupID: gid, Body: body})
+	rg := relayedGroup{GroupID: gid, Raw: body}
+	if json.Valid(body) {
+		rg = relayedGroup{GroupID: gid, Body: body}
+	}
+	p, err := json.Marshal(rg)
 	if err != nil {
 		return nil, err
 	}
@@ -350,14 +365,14 @@ func (in inbox) throttle(ctx context.Context, l *ratelimit.Limiter, key, origin 
 }
 
 func (in inbox) Cursor(origin string) (uint64, error) {
-	return projections.FederationView{R: eventlog.NewReader(in.f.n.Log.DB())}.Cursor(origin)
+	return projections.FederationView{R: in.f.n.Log.Reader()}.Cursor(origin)
 }
 
 // outbox is the sending side over the outbox projection.
 type outbox struct{ f *fed }
 
 func (o outbox) view() projections.OutboxView {
-	return projections.OutboxView{R: eventlog.NewReader(o.f.n.Log.DB())}
+	return projections.OutboxView{R: o.f.n.Log.Reader()}
 }
 
 func (o outbox) Destinations() ([]string, error) { return o.view().Destinations() }

@@ -36,6 +36,9 @@ type Config struct {
 	Listener      net.Listener
 	Logger        *slog.Logger
 	RequestWindow time.Duration
+	// SyncInterval is the event log's least time between two fsyncs
+	// (eventlog.Options.MinSyncInterval: 0 default, negative none).
+	SyncInterval time.Duration
 	// Clock, if set, replaces time.Now for the writer and request checks.
 	Clock func() time.Time
 	// Bus says how to reach NATS; the zero value runs an embedded server
@@ -123,6 +126,9 @@ func Open(cfg Config) (*Node, error) {
 		Handler: handler{Validator: n.Validator, set: n.Set},
 		Metrics: n.Metrics,
 		Clock:   cfg.Clock,
+
+		CachePrefixes:   projections.CachePrefixes(),
+		MinSyncInterval: cfg.SyncInterval,
 	})
 	if err != nil {
 		return nil, err

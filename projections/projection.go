@@ -29,6 +29,14 @@ type Projection interface {
 	Apply(rw eventlog.ReadWriter, ev *eventlog.Event) error
 }
 
+// CachePrefixes are the key prefixes that every group request reads and
+// few events write: group epochs, leaf keys and states, and the local and
+// remote recipients of each group. The event log keeps them in its read
+// cache (eventlog.Options.CachePrefixes).
+func CachePrefixes() [][]byte {
+	return [][]byte{Prefix(grpName), append(Prefix(qName), "g/"...), append(Prefix(outName), "g/"...)}
+}
+
 // Prefix returns the key prefix of the named projection.
 func Prefix(name string) []byte { return []byte("p/" + name + "/") }
 

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+	"github.com/mlshome/homeserver/eventlog"
 	"github.com/mlshome/homeserver/federation"
 )
 
@@ -29,6 +30,7 @@ type serveConfig struct {
 	LogFormat     string        `toml:"log-format"`
 	RequestWindow time.Duration `toml:"request-window"`
 	ShutdownGrace time.Duration `toml:"shutdown-grace"`
+	SyncInterval  time.Duration `toml:"sync-interval"`
 	// Federation.
 	FederationScheme   string        `toml:"federation-scheme"`
 	FederationRetryMax time.Duration `toml:"federation-retry-max"`
@@ -52,6 +54,7 @@ func bindServeFlags(fs *flag.FlagSet, c *serveConfig) *string {
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
 	fs.DurationVar(&c.RequestWindow, "request-window", 2*time.Minute, "allowed clock difference for signed client requests")
+	fs.DurationVar(&c.SyncInterval, "sync-interval", eventlog.DefaultMinSyncInterval, "least time between two fsyncs of the event log: appends arriving meanwhile share the next one (negative: none)")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", 10*time.Second, "time to finish in-flight requests on shutdown")
 	fs.StringVar(&c.FederationScheme, "federation-scheme", "https", "scheme of other homeservers' well-known key URLs: https, or http for a loopback testnet")
 	fs.DurationVar(&c.FederationRetryMax, "federation-retry-max", time.Minute, "longest wait between federation delivery retries while a homeserver is unreachable")

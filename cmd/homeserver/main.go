@@ -115,6 +115,7 @@ func serve(args []string, stderr io.Writer, getenv func(string) string) error {
 		Listen:        cfg.Listen,
 		Logger:        logger,
 		RequestWindow: cfg.RequestWindow,
+		SyncInterval:  cfg.SyncInterval,
 		Bus: federation.BusConfig{
 			URL:        cfg.NATS,
 			Creds:      cfg.NATSCreds,
