@@ -1,6 +1,8 @@
 package eventlog
 
 import (
+	"slices"
+
 	"golang.org/x/mod/sumdb/tlog"
 )
 
@@ -55,16 +57,17 @@ func (c *hashCache) put(n int64, hashes []tlog.Hash) {
 // its perfect subtrees, which are all that later records and tree heads
 // need.
 func (c *hashCache) prune(size int64) {
-	keep := make(map[int64]bool, 64)
+	var buf [63]int64 // one root per bit of size
+	keep := buf[:0]
 	var start int64
 	for level := 62; level >= 0; level-- {
 		if size&(1<<level) != 0 {
-			keep[tlog.StoredHashIndex(level, start>>level)] = true
+			keep = append(keep, tlog.StoredHashIndex(level, start>>level))
 			start += 1 << level
 		}
 	}
 	for idx := range c.m {
-		if !keep[idx] {
+		if !slices.Contains(keep, idx) {
 			delete(c.m, idx)
 		}
 	}

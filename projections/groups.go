@@ -182,22 +182,24 @@ func LoadObserver(r eventlog.Reader, gid []byte) (*mlsx.Observer, error) {
 // GroupView reads the group projection.
 type GroupView struct{ R eventlog.Reader }
 
-// Meta returns a group's metadata, or eventlog.ErrNotFound.
+// Meta returns a group's metadata, or eventlog.ErrNotFound. The result is
+// shared: callers must not change it.
 func (v GroupView) Meta(gid []byte) (*GroupMeta, error) {
-	var m GroupMeta
-	if err := getJSON(v.R, grpMetaKey(gid), &m); err != nil {
+	b, err := v.R.Get(grpMetaKey(gid))
+	if err != nil {
 		return nil, err
 	}
-	return &m, nil
+	return metaMemo.decode(b)
 }
 
-// Leaf returns a member leaf, or eventlog.ErrNotFound.
+// Leaf returns a member leaf, or eventlog.ErrNotFound. The result is
+// shared: callers must not change it.
 func (v GroupView) Leaf(gid []byte, leaf uint32) (*LeafRecord, error) {
-	var l LeafRecord
-	if err := getJSON(v.R, grpLeafKey(gid, leaf), &l); err != nil {
+	b, err := v.R.Get(grpLeafKey(gid, leaf))
+	if err != nil {
 		return nil, err
 	}
-	return &l, nil
+	return leafMemo.decode(b)
 }
 
 // Leaves calls fn for each member leaf in leaf order.

@@ -101,7 +101,28 @@ func TestTestnetKillRestartProcesses(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer cmd.Process.Kill()
+	// However the test ends, no homeserver process outlives it: stop the
+	// testnet, and kill whatever child it left behind.
+	waited := false
+	t.Cleanup(func() {
+		if !waited {
+			cmd.Process.Signal(syscall.SIGTERM)
+			exited := make(chan struct{})
+			go func() { cmd.Wait(); close(exited) }()
+			select {
+			case <-exited:
+			case <-time.After(15 * time.Second):
+				cmd.Process.Kill()
+			}
+		}
+		if st, err := readTestnetState(dir); err == nil && st.Running != nil {
+			for _, pid := range st.Running.PIDs {
+				if p, err := os.FindProcess(pid); err == nil && processAlive(pid) {
+					p.Kill()
+				}
+			}
+		}
+	})
 	lines := make(chan string, 100)
 	go func() {
 		sc := bufio.NewScanner(out)
@@ -208,6 +229,7 @@ func TestTestnetKillRestartProcesses(t *testing.T) {
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("testnet after SIGTERM: %v", err)
 	}
+	waited = true
 	for _, pid := range st.Running.PIDs {
 		if processAlive(pid) {
 			t.Fatalf("homeserver process %d outlived the testnet", pid)
