@@ -32,6 +32,10 @@ type DeliveryResult struct {
 	// load generator together) per message: steadier than the rate on a
 	// shared machine.
 	CPUPerMessage time.Duration `json:"cpu_per_message_ns"`
+	// PerBatch and PerFsync are the messages the log committed per batch
+	// and per WAL fsync (group commit).
+	PerBatch float64 `json:"messages_per_batch"`
+	PerFsync float64 `json:"messages_per_fsync"`
 }
 
 // Delivery sends application messages into 2-member groups over HTTP from
@@ -110,6 +114,7 @@ func Delivery(ctx context.Context, h *Homeserver, o DeliveryOptions, progress fu
 		return nil, err
 	}
 	cpu0 := cpuTime()
+	batches0, syncs0 := h.Node.Log.Batches(), h.Node.Log.WALSyncs()
 	start := time.Now()
 	for i := range groups {
 		wg.Add(1)
@@ -143,5 +148,12 @@ func Delivery(ctx context.Context, h *Homeserver, o DeliveryOptions, progress fu
 		all = append(all, l...)
 	}
 	n := int(sent.Load())
-	return &DeliveryResult{Options: o, Rate: rate(n, took, all), CPUPerMessage: (cpuTime() - cpu0) / time.Duration(max(n, 1))}, nil
+	res := &DeliveryResult{Options: o, Rate: rate(n, took, all), CPUPerMessage: (cpuTime() - cpu0) / time.Duration(max(n, 1))}
+	if b := h.Node.Log.Batches() - batches0; b > 0 {
+		res.PerBatch = float64(n) / float64(b)
+	}
+	if s := h.Node.Log.WALSyncs() - syncs0; s > 0 {
+		res.PerFsync = float64(n) / float64(s)
+	}
+	return res, nil
 }

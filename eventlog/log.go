@@ -77,6 +77,8 @@ type Log struct {
 	w     *writer
 	cache *readCache // nil: none
 	pacer *syncPacer
+	// batches counts the writer's committed batches.
+	batches atomic.Uint64
 }
 
 // syncPacer tells Pebble's WAL syncer how long to wait after an fsync: the
@@ -350,6 +352,10 @@ func ScanEvents(r Reader, from, to uint64, fn func(*Event) error) error {
 		return fn(e)
 	})
 }
+
+// Batches returns how many batches the writer has committed since the log
+// was opened.
+func (l *Log) Batches() uint64 { return l.batches.Load() }
 
 // WALSyncs returns how many WAL fsyncs Pebble has done since the log was
 // opened: commands per fsync is the real group-commit batch size.

@@ -263,6 +263,7 @@ func (w *writer) syncLoop() {
 			err = w.isBroken()
 		}
 		if err == nil {
+			w.l.batches.Add(1)
 			w.l.committed(a.size)
 			if w.l.opts.Metrics != nil {
 				w.l.opts.Metrics.ObserveBatch(len(a.reqs), a.events, took)
