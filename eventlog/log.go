@@ -46,12 +46,12 @@ type Options struct {
 	CachePrefixes [][]byte
 	// CacheBytes bounds the cache (default 32 MiB).
 	CacheBytes int
-	// MinSyncInterval is how long the WAL syncer waits after an fsync
-	// before the next one while appends are on their way (see Expect);
-	// default DefaultMinSyncInterval, negative: never. Batches applied
-	// meanwhile share the next fsync: fewer, larger fsyncs cost less CPU
-	// (an fdatasync costs about 100 µs of CPU on a typical VM disk). With
-	// nothing announced, each batch is synced at once.
+	// MinSyncInterval is how long the writer may hold the next batch after
+	// an fsync while appends are on their way (see Expect), so that they
+	// join it; default DefaultMinSyncInterval, negative: never. Fewer,
+	// larger batches and fsyncs cost less CPU (an fdatasync costs about
+	// 100 µs of CPU on a typical VM disk). With nothing announced, a batch
+	// is applied and synced as soon as the previous fsync is done.
 	MinSyncInterval time.Duration
 }
 
@@ -76,40 +76,24 @@ type Log struct {
 
 	w     *writer
 	cache *readCache // nil: none
-	pacer *syncPacer
+	// upcoming counts the appends announced by Expect.
+	upcoming atomic.Int64
 	// batches counts the writer's committed batches.
 	batches atomic.Uint64
 }
 
-// syncPacer tells Pebble's WAL syncer how long to wait after an fsync: the
-// interval while appends are announced (Log.Expect), else nothing.
-type syncPacer struct {
-	interval time.Duration
-	upcoming atomic.Int64
-}
-
-func (p *syncPacer) wait() time.Duration {
-	if p.upcoming.Load() > 0 {
-		return p.interval
-	}
-	return 0
-}
-
 // Expect announces an append that is being prepared (a request whose
 // signature is being checked, say) and returns the function to call once
-// it has been submitted or abandoned. While appends are announced, the WAL
-// syncer waits up to MinSyncInterval after each fsync so that they share
-// the next one; a homeserver with nothing in preparation syncs each batch
-// at once. Announcing costs two atomic adds.
+// it has been submitted or abandoned. While appends are announced, the
+// writer holds its next batch up to MinSyncInterval after an fsync so that
+// they join it; a homeserver with nothing in preparation syncs each batch
+// as soon as it can. Announcing costs two atomic adds.
 func (l *Log) Expect() (done func()) {
-	if l.pacer == nil {
-		return func() {}
-	}
-	l.pacer.upcoming.Add(1)
+	l.upcoming.Add(1)
 	var once atomic.Bool
 	return func() {
 		if once.CompareAndSwap(false, true) {
-			l.pacer.upcoming.Add(-1)
+			l.upcoming.Add(-1)
 		}
 	}
 }
@@ -125,23 +109,11 @@ func Open(dir string, opts Options) (*Log, error) {
 	if po.Logger == nil && po.LoggerAndTracer == nil {
 		po.Logger = pebbleLogger{}
 	}
-	var pacer *syncPacer
-	if d := opts.MinSyncInterval; d >= 0 && po.WALMinSyncInterval == nil && !po.ReadOnly {
-		if d == 0 {
-			d = DefaultMinSyncInterval
-		}
-		pacer = &syncPacer{interval: d}
-		po.WALMinSyncInterval = pacer.wait
-	}
 	db, err := pebble.Open(dir, po)
 	if err != nil {
 		return nil, fmt.Errorf("open pebble %s: %w", dir, err)
 	}
-	l, err := openDB(db, opts)
-	if l != nil {
-		l.pacer = pacer
-	}
-	return l, err
+	return openDB(db, opts)
 }
 
 func openDB(db *pebble.DB, opts Options) (*Log, error) {
@@ -153,6 +125,9 @@ func openDB(db *pebble.DB, opts Options) (*Log, error) {
 	}
 	if opts.CheckpointInterval == 0 {
 		opts.CheckpointInterval = time.Second
+	}
+	if opts.MinSyncInterval == 0 {
+		opts.MinSyncInterval = DefaultMinSyncInterval
 	}
 	if opts.CacheBytes == 0 {
 		opts.CacheBytes = 32 << 20

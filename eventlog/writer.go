@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -96,8 +97,11 @@ type writer struct {
 	// Applied batches wait here for the WAL fsync that makes them durable.
 	pending chan *applied
 	synced  chan struct{}
-	brokenM sync.Mutex
-	broken  error // set after a failed fsync: nothing more is accepted
+	// syncLoop counts the batches it answered and wakes the writer.
+	answered atomic.Uint64
+	syncDone chan struct{}
+	brokenM  sync.Mutex
+	broken   error // set after a failed fsync: nothing more is accepted
 }
 
 // applied is a batch applied to Pebble (visible) whose callers wait for
@@ -113,14 +117,15 @@ type applied struct {
 
 func newWriter(l *Log, m meta) *writer {
 	return &writer{
-		l:       l,
-		m:       m,
-		hashes:  newHashCache(),
-		in:      make(chan request, l.opts.MaxBatch),
-		quit:    make(chan struct{}),
-		done:    make(chan struct{}),
-		pending: make(chan *applied, 64),
-		synced:  make(chan struct{}),
+		l:        l,
+		m:        m,
+		hashes:   newHashCache(),
+		in:       make(chan request, l.opts.MaxBatch),
+		quit:     make(chan struct{}),
+		done:     make(chan struct{}),
+		pending:  make(chan *applied, 64),
+		synced:   make(chan struct{}),
+		syncDone: make(chan struct{}, 1),
 	}
 }
 
@@ -185,14 +190,18 @@ func failed(err error) func() (Outcome, error) {
 	return func() (Outcome, error) { return Outcome{}, err }
 }
 
-// run is the writer loop. Each batch is applied with ApplyNoSyncWait: it
-// becomes visible at once, so the next batch can be decided on top of it
-// while syncLoop waits for the WAL fsync and only then answers the
-// callers. The CPU work of one batch thus overlaps the fsync of the
-// previous ones, and Pebble's WAL syncer covers every batch written
-// meanwhile with one fsync (group commit). The WAL is sequential: a crash
-// loses at most a suffix of unsynced batches, none of them acknowledged,
-// and never a batch without the ones before it.
+// run is the writer loop: group commit with one batch in flight. Commands
+// are decided as they arrive into an open indexed batch (each sees the
+// effects of the ones before it). The open batch is applied, with a WAL
+// sync, as soon as no earlier batch is waiting for its fsync; while one
+// is, commands keep joining the open batch, so the batch size follows the
+// load and each fsync covers one batch. After an fsync, while appends are
+// announced (Log.Expect), the writer waits up to MinSyncInterval for them
+// before applying: fewer, larger fsyncs when the homeserver is busy, an
+// immediate one when it is not. syncLoop waits for the fsync and only then
+// answers the batch's callers. The WAL is sequential: a crash loses at
+// most a suffix of unsynced batches, none of them acknowledged, and never
+// a batch without the ones before it.
 func (w *writer) run() {
 	go w.syncLoop()
 	defer func() {
@@ -202,25 +211,60 @@ func (w *writer) run() {
 		close(w.done)
 	}()
 	w.finalCheckpoint()
+	var (
+		open    *openBatch
+		applied uint64           // batches handed to syncLoop
+		hold    <-chan time.Time // pacing: the open batch waits for this
+	)
 	for {
-		reqs := make([]request, 0, 16)
+		inflight := applied - w.answered.Load()
+		ready := open != nil && inflight == 0 && hold == nil
+		if ready || (open != nil && len(open.reqs) >= w.l.opts.MaxBatch) {
+			if w.apply(open) {
+				applied++
+			}
+			open = nil
+			continue
+		}
+		var in chan request
+		if open == nil || len(open.reqs) < w.l.opts.MaxBatch {
+			in = w.in
+		}
 		select {
-		case r := <-w.in:
-			reqs = append(reqs, r)
+		case r := <-in:
+			if open == nil {
+				open = w.openBatch()
+			}
+			w.decide(open, r)
+			// Take what else has arrived meanwhile before looking again.
+		drain:
+			for !open.failed && len(open.reqs) < w.l.opts.MaxBatch {
+				select {
+				case r := <-w.in:
+					w.decide(open, r)
+				default:
+					break drain
+				}
+			}
+			if open.failed {
+				open = nil
+			}
+		case <-w.syncDone:
+			if d := w.l.opts.MinSyncInterval; applied == w.answered.Load() && d > 0 && w.l.upcoming.Load() > 0 {
+				hold = time.After(d)
+			}
+		case <-hold:
+			hold = nil
 		case <-w.quit:
+			if open != nil {
+				w.failBatch(open, ErrClosed)
+			}
 			w.failPending(ErrClosed)
 			return
 		}
-	drain:
-		for len(reqs) < w.l.opts.MaxBatch {
-			select {
-			case r := <-w.in:
-				reqs = append(reqs, r)
-			default:
-				break drain
-			}
+		if hold != nil && w.l.upcoming.Load() == 0 {
+			hold = nil // nothing more is on its way
 		}
-		w.commit(reqs)
 	}
 }
 
@@ -242,7 +286,7 @@ func (w *writer) isBroken() error {
 }
 
 // syncLoop waits, batch after batch, for the WAL fsync, then answers the
-// batch's callers.
+// batch's callers and tells the writer.
 func (w *writer) syncLoop() {
 	defer close(w.synced)
 	for a := range w.pending {
@@ -276,71 +320,84 @@ func (w *writer) syncLoop() {
 				r.reply <- a.results[i]
 			}
 		}
+		w.answered.Add(1)
+		select {
+		case w.syncDone <- struct{}{}:
+		default: // the writer has a wake-up pending already
+		}
 	}
 }
 
-// commit decides every request and applies them in one batch, then hands
-// the batch to syncLoop, which answers the callers once it is durable.
-func (w *writer) commit(reqs []request) {
-	if err := w.isBroken(); err != nil {
-		for _, r := range reqs {
-			r.reply <- result{err: err}
-		}
-		return
-	}
-	b := w.l.db.NewIndexedBatch()
-	handedOff := false
-	defer func() {
-		if !handedOff {
-			b.Close()
-		}
-	}()
-	rw := &writerRW{batchRW: batchRW{b: b}, c: w.l.cache}
-	results := make([]result, len(reqs))
+// openBatch is the batch commands are being decided into.
+type openBatch struct {
+	b       *pebble.Batch
+	rw      *writerRW
+	reqs    []request
+	results []result
+	m       meta // the log's meta with this batch's events
+	now     int64
+	events  int
+	failed  bool
+}
 
+func (w *writer) openBatch() *openBatch {
+	b := w.l.db.NewIndexedBatch()
 	now := w.l.opts.Clock().UnixNano()
 	if now < w.m.lastTime {
 		now = w.m.lastTime
 	}
 	m := w.m
 	m.lastTime = now
-	events := 0
+	return &openBatch{b: b, rw: &writerRW{batchRW: batchRW{b: b}, c: w.l.cache}, m: m, now: now}
+}
 
-	fail := func(err error) {
-		w.hashes.reset()
-		for _, r := range reqs {
-			r.reply <- result{err: err}
-		}
+// failBatch answers every command of an abandoned batch with err.
+func (w *writer) failBatch(o *openBatch, err error) {
+	w.hashes.reset()
+	for _, r := range o.reqs {
+		r.reply <- result{err: err}
 	}
+	o.b.Close()
+	o.failed = true
+}
 
-	for i, r := range reqs {
-		out, err := w.decideOne(rw, now, &m, r.cmd)
-		if err != nil {
-			var rej *Rejection
-			if !errors.As(err, &rej) {
-				// A failure of the log or a projection: nothing of this
-				// batch may be committed, since it could be half-applied.
-				fail(err)
-				return
-			}
-			results[i] = result{err: err}
-			continue
-		}
-		events += int(out.Count)
-		results[i] = result{out: out}
+// decide decides one command into the open batch. A failure of the log or
+// a projection abandons the whole batch, since it could be half-applied.
+func (w *writer) decide(o *openBatch, r request) {
+	o.reqs = append(o.reqs, r)
+	if err := w.isBroken(); err != nil {
+		w.failBatch(o, err)
+		return
 	}
+	out, err := w.decideOne(o.rw, o.now, &o.m, r.cmd)
+	if err != nil {
+		var rej *Rejection
+		if !errors.As(err, &rej) {
+			w.failBatch(o, err)
+			return
+		}
+		o.results = append(o.results, result{err: err})
+		return
+	}
+	o.events += int(out.Count)
+	o.results = append(o.results, result{out: out})
+}
 
+// apply applies the open batch (visible at once) and hands it to syncLoop,
+// which answers the callers once it is durable. It reports whether it did.
+func (w *writer) apply(o *openBatch) bool {
+	rw, b, m := o.rw, o.b, o.m
 	signed := false
 	if m.size != w.checkpointed && time.Since(w.lastSigned) >= w.l.opts.CheckpointInterval {
 		if err := w.writeCheckpoint(rw, m.size); err != nil {
-			fail(err)
-			return
+			w.failBatch(o, err)
+			return false
 		}
 		signed = true
 	}
 	if err := b.Set(keyMeta, m.encode(), nil); err != nil {
-		fail(err)
-		return
+		w.failBatch(o, err)
+		return false
 	}
 	start := time.Now()
 	if w.l.cache != nil {
@@ -355,16 +412,16 @@ func (w *writer) commit(reqs []request) {
 		w.l.cache.endWrite(writes, err == nil)
 	}
 	if err != nil {
-		fail(fmt.Errorf("commit batch: %w", err))
-		return
+		w.failBatch(o, fmt.Errorf("commit batch: %w", err))
+		return false
 	}
-	handedOff = true
 	w.hashes.prune(int64(m.size))
 	w.m = m
 	if signed {
 		w.checkpointed, w.lastSigned = m.size, time.Now()
 	}
-	w.pending <- &applied{b: b, reqs: reqs, results: results, size: m.size, events: events, start: start}
+	w.pending <- &applied{b: b, reqs: o.reqs, results: o.results, size: m.size, events: o.events, start: start}
+	return true
 }
 
 // decideOne handles one command inside the batch. It returns a *Rejection
