@@ -46,9 +46,9 @@ type Options struct {
 	CachePrefixes [][]byte
 	// CacheBytes bounds the cache (default 32 MiB).
 	CacheBytes int
-	// MinSyncInterval is how long the writer may hold the next batch after
-	// an fsync while appends are on their way (see Expect), so that they
-	// join it; default DefaultMinSyncInterval, negative: never. Fewer,
+	// MinSyncInterval is how long the writer holds the next batch after an
+	// fsync if appends are on their way (see Expect) at that moment, so
+	// that they join it; default DefaultMinSyncInterval, negative: never. Fewer,
 	// larger batches and fsyncs cost less CPU (an fdatasync costs about
 	// 100 µs of CPU on a typical VM disk). With nothing announced, a batch
 	// is applied and synced as soon as the previous fsync is done.
@@ -84,10 +84,10 @@ type Log struct {
 
 // Expect announces an append that is being prepared (a request whose
 // signature is being checked, say) and returns the function to call once
-// it has been submitted or abandoned. While appends are announced, the
-// writer holds its next batch up to MinSyncInterval after an fsync so that
-// they join it; a homeserver with nothing in preparation syncs each batch
-// as soon as it can. Announcing costs two atomic adds.
+// it has been submitted or abandoned. If appends are announced when an
+// fsync completes, the writer holds its next batch for MinSyncInterval so
+// that they join it; a homeserver with nothing in preparation syncs each
+// batch as soon as it can. Announcing costs two atomic adds.
 func (l *Log) Expect() (done func()) {
 	l.upcoming.Add(1)
 	var once atomic.Bool

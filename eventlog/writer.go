@@ -195,10 +195,10 @@ func failed(err error) func() (Outcome, error) {
 // effects of the ones before it). The open batch is applied, with a WAL
 // sync, as soon as no earlier batch is waiting for its fsync; while one
 // is, commands keep joining the open batch, so the batch size follows the
-// load and each fsync covers one batch. After an fsync, while appends are
-// announced (Log.Expect), the writer waits up to MinSyncInterval for them
-// before applying: fewer, larger fsyncs when the homeserver is busy, an
-// immediate one when it is not. syncLoop waits for the fsync and only then
+// load and each fsync covers one batch. If appends are announced
+// (Log.Expect) when an fsync completes, the writer holds the next batch for
+// MinSyncInterval so that they join it: fewer, larger fsyncs when the
+// homeserver is busy, an immediate one when it is not. syncLoop waits for the fsync and only then
 // answers the batch's callers. The WAL is sequential: a crash loses at
 // most a suffix of unsynced batches, none of them acknowledged, and never
 // a batch without the ones before it.
@@ -261,9 +261,6 @@ func (w *writer) run() {
 			}
 			w.failPending(ErrClosed)
 			return
-		}
-		if hold != nil && w.l.upcoming.Load() == 0 {
-			hold = nil // nothing more is on its way
 		}
 	}
 }

@@ -54,7 +54,7 @@ func bindServeFlags(fs *flag.FlagSet, c *serveConfig) *string {
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
 	fs.DurationVar(&c.RequestWindow, "request-window", 2*time.Minute, "allowed clock difference for signed client requests")
-	fs.DurationVar(&c.SyncInterval, "sync-interval", eventlog.DefaultMinSyncInterval, "least time between two fsyncs of the event log: appends arriving meanwhile share the next one (negative: none)")
+	fs.DurationVar(&c.SyncInterval, "sync-interval", eventlog.DefaultMinSyncInterval, "group commit: how long the next log batch is held after an fsync while group requests are on their way, so that they share one fsync (negative: never)")
 	fs.DurationVar(&c.ShutdownGrace, "shutdown-grace", 10*time.Second, "time to finish in-flight requests on shutdown")
 	fs.StringVar(&c.FederationScheme, "federation-scheme", "https", "scheme of other homeservers' well-known key URLs: https, or http for a loopback testnet")
 	fs.DurationVar(&c.FederationRetryMax, "federation-retry-max", time.Minute, "longest wait between federation delivery retries while a homeserver is unreachable")
