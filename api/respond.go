@@ -43,11 +43,17 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 }
 
 func writeRawJSON(w http.ResponseWriter, status int, b []byte) {
-	w.Header().Set("Content-Type", "application/json")
+	w.Header()["Content-Type"] = jsonContentType
 	w.WriteHeader(status)
 	w.Write(b)
-	w.Write([]byte("\n"))
+	w.Write(newline)
 }
+
+var newline = []byte("\n")
+
+// jsonContentType is the Content-Type header value of JSON replies, shared
+// (net/http only reads it).
+var jsonContentType = []string{"application/json"}
 
 // writeError maps err to a status and stable code. Anything that is not a
 // *validation.Error is internal: it is logged and its text is not shown.
@@ -70,6 +76,14 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 
 // readBody reads at most MaxBodyBytes.
 func readBody(r *http.Request) ([]byte, error) {
+	if n := r.ContentLength; n >= 0 && n <= MaxBodyBytes {
+		// The usual case: read exactly the announced length.
+		b := make([]byte, n)
+		if _, err := io.ReadFull(r.Body, b); err != nil {
+			return nil, validation.Reject(validation.CodeMalformed, "read body: %v", err)
+		}
+		return b, nil
+	}
 	b, err := io.ReadAll(io.LimitReader(r.Body, MaxBodyBytes+1))
 	if err != nil {
 		return nil, validation.Reject(validation.CodeMalformed, "read body: %v", err)

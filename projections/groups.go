@@ -2,7 +2,6 @@ package projections
 
 import (
 	"encoding/binary"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 
@@ -59,7 +58,7 @@ const grpName = "grp"
 
 // GroupKey returns the key prefix of a group.
 func GroupKey(groupID []byte) []byte {
-	return append(Prefix(grpName), hex.EncodeToString(groupID)+"/"...)
+	return hexKey(grpName+"/", "", groupID, "/", 16)
 }
 
 func grpStateKey(gid []byte) []byte { return append(GroupKey(gid), "state"...) }

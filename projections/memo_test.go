@@ -1,6 +1,9 @@
 package projections
 
-import "testing"
+import (
+	"encoding/hex"
+	"testing"
+)
 
 func TestDecodeMemoIsExact(t *testing.T) {
 	m := newDecodeMemo[GroupMeta](2)
@@ -22,5 +25,21 @@ func TestDecodeMemoIsExact(t *testing.T) {
 	}
 	if _, err := m.decode([]byte(`{"epoch":"x"}`)); err == nil {
 		t.Fatal("bad record decoded")
+	}
+}
+
+// Keys built in one allocation are the keys the stores already hold.
+func TestHexKeysUnchanged(t *testing.T) {
+	gid := []byte("hs.example/0123456789abcdef")
+	h := hex.EncodeToString(gid)
+	for _, tc := range []struct{ got, want []byte }{
+		{GroupKey(gid), append(Prefix(grpName), h+"/"...)},
+		{grpMetaKey(gid), append(Prefix(grpName), h+"/meta"...)},
+		{recipientsKey(gid), append(Prefix(qName), "g/"+h...)},
+		{outMembersKey(gid), append(Prefix(outName), "g/"+h...)},
+	} {
+		if string(tc.got) != string(tc.want) {
+			t.Errorf("key %q, want %q", tc.got, tc.want)
+		}
 	}
 }

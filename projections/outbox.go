@@ -2,7 +2,6 @@ package projections
 
 import (
 	"encoding/binary"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -38,7 +37,7 @@ type RemoteMember struct {
 const outName = "out"
 
 func outMembersKey(gid []byte) []byte {
-	return append(Prefix(outName), "g/"+hex.EncodeToString(gid)...)
+	return hexKey(outName+"/", "g/", gid, "", 0)
 }
 func outEntryPrefix(dest string) []byte { return append(Prefix(outName), "e/"+dest+"\x00"...) }
 func outEntryKey(dest string, n uint64) []byte {

@@ -10,6 +10,7 @@ package projections
 
 import (
 	"bytes"
+	"encoding/hex"
 	"fmt"
 
 	"github.com/mlshome/homeserver/eventlog"
@@ -35,6 +36,17 @@ type Projection interface {
 // cache (eventlog.Options.CachePrefixes).
 func CachePrefixes() [][]byte {
 	return [][]byte{Prefix(grpName), append(Prefix(qName), "g/"...), append(Prefix(outName), "g/"...)}
+}
+
+// hexKey returns "p/" + name + mid + hex(id) + end in one allocation, with
+// room for spare more bytes (a suffix the caller appends).
+func hexKey(name, mid string, id []byte, end string, spare int) []byte {
+	b := make([]byte, 0, len(Root)+len(name)+len(mid)+2*len(id)+len(end)+spare)
+	b = append(b, Root...)
+	b = append(b, name...)
+	b = append(b, mid...)
+	b = hex.AppendEncode(b, id)
+	return append(b, end...)
 }
 
 // Prefix returns the key prefix of the named projection.

@@ -41,7 +41,7 @@ func blockKey(clientID string, gid []byte) []byte {
 }
 
 func recipientsKey(gid []byte) []byte {
-	return append(Prefix(qName), "g/"+hex.EncodeToString(gid)...)
+	return hexKey(qName+"/", "g/", gid, "", 0)
 }
 
 // recipient is a local member of a group.
