@@ -76,8 +76,11 @@ type Log struct {
 
 	w     *writer
 	cache *readCache // nil: none
-	// upcoming counts the appends announced by Expect.
-	upcoming atomic.Int64
+	// upcoming counts the appends announced by Expect; lastExpect is
+	// when the last one was announced, in nanoseconds since start.
+	upcoming   atomic.Int64
+	lastExpect atomic.Int64
+	start      time.Time
 	// batches counts the writer's committed batches.
 	batches atomic.Uint64
 }
@@ -90,6 +93,7 @@ type Log struct {
 // batch as soon as it can. Announcing costs two atomic adds.
 func (l *Log) Expect() (done func()) {
 	l.upcoming.Add(1)
+	l.lastExpect.Store(int64(time.Since(l.start)))
 	var once atomic.Bool
 	return func() {
 		if once.CompareAndSwap(false, true) {
@@ -132,7 +136,7 @@ func openDB(db *pebble.DB, opts Options) (*Log, error) {
 	if opts.CacheBytes == 0 {
 		opts.CacheBytes = 32 << 20
 	}
-	l := &Log{db: db, opts: opts, changed: make(chan struct{})}
+	l := &Log{db: db, opts: opts, changed: make(chan struct{}), start: time.Now()}
 	if opts.Handler != nil {
 		// Only a writer keeps the cache exact.
 		l.cache = newReadCache(opts.CachePrefixes, opts.CacheBytes)
@@ -153,6 +157,16 @@ func openDB(db *pebble.DB, opts Options) (*Log, error) {
 // DB returns the underlying Pebble database, for read-only use by
 // projections' query code and by tools.
 func (l *Log) DB() *pebble.DB { return l.db }
+
+// busyWindow is how long after the last announced append (Expect) the
+// log counts as busy serving requests.
+const busyWindow = 10 * time.Millisecond
+
+// busy reports whether an append was announced within busyWindow.
+func (l *Log) busy() bool {
+	last := l.lastExpect.Load()
+	return last != 0 && time.Duration(int64(time.Since(l.start))-last) < busyWindow
+}
 
 // Reader returns a Reader of the committed state (and of batches applied
 // but not yet synced, as Pebble shows them) that serves the cached

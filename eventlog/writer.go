@@ -190,18 +190,22 @@ func failed(err error) func() (Outcome, error) {
 	return func() (Outcome, error) { return Outcome{}, err }
 }
 
-// run is the writer loop: group commit with one batch in flight. Commands
-// are decided as they arrive into an open indexed batch (each sees the
-// effects of the ones before it). The open batch is applied, with a WAL
-// sync, as soon as no earlier batch is waiting for its fsync; while one
-// is, commands keep joining the open batch, so the batch size follows the
-// load and each fsync covers one batch. If appends are announced
-// (Log.Expect) when an fsync completes, the writer holds the next batch for
-// MinSyncInterval so that they join it: fewer, larger fsyncs when the
-// homeserver is busy, an immediate one when it is not. syncLoop waits for the fsync and only then
-// answers the batch's callers. The WAL is sequential: a crash loses at
-// most a suffix of unsynced batches, none of them acknowledged, and never
-// a batch without the ones before it.
+// run is the writer loop: group commit with few batches in flight.
+// Commands are decided as they arrive into an open indexed batch (each
+// sees the effects of the ones before it). The open batch is applied, with
+// a WAL sync, as soon as fewer than the limit of earlier batches wait for
+// their fsync: one while the homeserver is busy with requests on their way
+// to the log (Log.Expect in the last few milliseconds), two otherwise.
+// Meanwhile commands keep joining the open batch, so the batch size
+// follows the load. If appends are announced
+// (Log.Expect) when an fsync completes, the writer holds the next batch
+// for MinSyncInterval so that they join it: fewer, larger fsyncs when the
+// homeserver is busy, an immediate one when it is not. syncLoop waits for
+// the fsync and only then answers the batch's callers. Closing fails the
+// open batch (nothing of it was applied) and answers the applied ones once
+// synced. The WAL is sequential: a crash loses at most a suffix of
+// unsynced batches, none of them acknowledged, and never a batch without
+// the ones before it.
 func (w *writer) run() {
 	go w.syncLoop()
 	defer func() {
@@ -218,7 +222,15 @@ func (w *writer) run() {
 	)
 	for {
 		inflight := applied - w.answered.Load()
-		ready := open != nil && inflight == 0 && hold == nil
+		// Busy serving requests: one batch in flight, so that batches
+		// grow and fsyncs stay few. Otherwise a second batch may be
+		// applied during an fsync, to be synced right after it: lower
+		// latency for pipelines that wait on each other's appends.
+		limit := uint64(2)
+		if w.l.busy() {
+			limit = 1
+		}
+		ready := open != nil && inflight < limit && hold == nil
 		if ready || (open != nil && len(open.reqs) >= w.l.opts.MaxBatch) {
 			if w.apply(open) {
 				applied++
