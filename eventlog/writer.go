@@ -197,13 +197,12 @@ func failed(err error) func() (Outcome, error) {
 // their fsync: one while the homeserver is busy with requests on their way
 // to the log (Log.Expect in the last few milliseconds), two otherwise.
 // Meanwhile commands keep joining the open batch, so the batch size
-// follows the load. If appends are announced
-// (Log.Expect) when an fsync completes, the writer holds the next batch
-// for MinSyncInterval so that they join it: fewer, larger fsyncs when the
-// homeserver is busy, an immediate one when it is not. syncLoop waits for
-// the fsync and only then answers the batch's callers. Closing fails the
-// open batch (nothing of it was applied) and answers the applied ones once
-// synced. The WAL is sequential: a crash loses at most a suffix of
+// follows the load. If appends are announced when an fsync completes, the
+// writer holds the next batch for MinSyncInterval so that they join it:
+// fewer, larger fsyncs when the homeserver is busy, an immediate one when
+// it is not. syncLoop waits for the fsync and only then answers the
+// batch's callers. Closing fails the open batch (nothing of it was
+// applied) and answers the applied ones once synced. The WAL is sequential: a crash loses at most a suffix of
 // unsynced batches, none of them acknowledged, and never a batch without
 // the ones before it.
 func (w *writer) run() {
