@@ -251,8 +251,8 @@ func (s *Server) GroupRequest(ctx context.Context, origin, kind string, gid, bod
 	if validation.GroupIDDomain(gid) != s.cfg.Domain {
 		return nil, validation.Reject(validation.CodeNotGroupOwner, "group %q is not owned here", gid)
 	}
-	// Announce the append this request is preparing, so that the log's
-	// fsyncs wait for it (and its like) rather than run one per batch.
+	// Announce the append this request is preparing: a busy log holds its
+	// next batch for such appends, so that many share one fsync.
 	expected := s.cfg.Log.Expect()
 	defer expected()
 	now := s.cfg.Now()

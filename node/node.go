@@ -36,8 +36,9 @@ type Config struct {
 	Listener      net.Listener
 	Logger        *slog.Logger
 	RequestWindow time.Duration
-	// SyncInterval is the event log's least time between two fsyncs
-	// (eventlog.Options.MinSyncInterval: 0 default, negative none).
+	// SyncInterval is how long the event log holds its next batch after an
+	// fsync while group requests are on their way
+	// (eventlog.Options.MinSyncInterval: 0 default, negative never).
 	SyncInterval time.Duration
 	// Clock, if set, replaces time.Now for the writer and request checks.
 	Clock func() time.Time
