@@ -42,5 +42,5 @@ func (d *decodeMemo[T]) decode(raw []byte) (*T, error) {
 
 var (
 	metaMemo = newDecodeMemo[GroupMeta](1 << 14)
-	leafMemo = newDecodeMemo[LeafRecord](1 << 16)
+	leafMemo = newDecodeMemo[LeafRecord](1 << 14)
 )
