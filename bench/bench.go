@@ -3,7 +3,8 @@
 // cores (Ed25519 verifies/s, raw Pebble appends/s, NATS round trips/s), so
 // results are ratios that mean something on a shared, noisy machine. It
 // drives real homeservers through the Go client library, with every MLS
-// message built before timing starts.
+// message built before timing starts; the timed sends of the delivery and
+// federation figures go through a lean HTTP load generator (loadgen.go).
 package bench
 
 import (

@@ -13,10 +13,10 @@ import (
 // rawHTTP is the load generator's HTTP/1.1 client: one keep-alive
 // connection that writes requests encoded before timing and reads each
 // reply's status and body, in the spirit of wrk. The benchmarks measure
-// the homeserver; a full client (net/http with retries, JSON) in the same
-// process on the same cores would measure itself as much, so the
-// throughput figures use this one, and the client library's own cost is a
-// separate option (DeliveryOptions.Library).
+// the homeserver; a full client (net/http with retries) in the same
+// process on the same cores would measure itself as much, so the delivery
+// and federation figures send with this one, and the client library's own
+// cost is a separate option (DeliveryOptions.Library).
 type rawHTTP struct {
 	conn net.Conn
 	br   *bufio.Reader
