@@ -10,8 +10,15 @@
 //     Handler decide each one against the current state (which includes the
 //     effects of earlier commands in the same batch), and commits the events,
 //     their projection mutations, their Merkle hashes, the idempotency index
-//     and a freshly signed checkpoint in ONE Pebble batch with pebble.Sync.
-//     A caller is answered only after that batch is durable (LOG-1).
+//     and (at most once a second) a signed checkpoint in ONE Pebble batch
+//     with pebble.Sync. A caller is answered only after that batch is
+//     durable (LOG-1).
+//   - Group commit: commands are decided into an open batch while earlier
+//     batches wait for their fsync (one while requests are announced with
+//     Expect, two otherwise), so a batch's size follows the load.
+//   - Reads through Log.Reader and the writer serve the configured cache
+//     prefixes from memory; the writer keeps that cache exact around every
+//     apply, so no reader sees a value older than one it saw before.
 //   - A rejected command writes nothing.
 //   - Sequence numbers are dense: after a commit the log holds events
 //     1..Size() and no others. The Merkle tree (RFC 6962 hashing, as in
