@@ -7,7 +7,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/mlshome/homeserver/api"
 	"github.com/mlshome/homeserver/client"
 )
 
@@ -56,15 +55,6 @@ func Delivery(ctx context.Context, h *Homeserver, o DeliveryOptions, progress fu
 	per := (o.Messages + o.Groups - 1) / o.Groups
 	groups := make([]*client.Group, o.Groups)
 	sealed := make([][]*client.Sealed, o.Groups)
-	reqs := make([][][]byte, o.Groups)
-	conns := make([]*rawHTTP, o.Groups)
-	defer func() {
-		for _, c := range conns {
-			if c != nil {
-				c.Close()
-			}
-		}
-	}()
 	tag := time.Now().UnixNano()
 	for i := range groups {
 		a, err := h.NewUser(ctx, fmt.Sprintf("da%d-%d", tag%100000, i), 1)
@@ -85,23 +75,18 @@ func Delivery(ctx context.Context, h *Homeserver, o DeliveryOptions, progress fu
 				return nil, err
 			}
 			sealed[i] = append(sealed[i], m)
-			body, err := m.Request()
-			if err != nil {
-				return nil, err
-			}
-			req, err := postRequest(h.Node.URL(), groups[i].Path(), api.MessageContentType, body)
-			if err != nil {
-				return nil, err
-			}
-			reqs[i] = append(reqs[i], req)
-		}
-		if !o.Library {
-			if conns[i], err = dialRaw(h.Node.URL()); err != nil {
-				return nil, err
-			}
 		}
 		if progress != nil && (i+1)%16 == 0 {
 			progress(fmt.Sprintf("delivery: %d/%d groups ready", i+1, o.Groups))
+		}
+	}
+	var senders []*messageSender
+	if !o.Library {
+		var err error
+		senders, err = newMessageSenders(h.Node.URL(), groups, sealed)
+		defer closeSenders(senders)
+		if err != nil {
+			return nil, err
 		}
 	}
 	lat := make([][]time.Duration, o.Groups)
@@ -126,7 +111,7 @@ func Delivery(ctx context.Context, h *Homeserver, o DeliveryOptions, progress fu
 				if o.Library {
 					err = groups[i].SendSealed(ctx, m)
 				} else {
-					err = conns[i].do(reqs[i][j])
+					err = senders[i].send(j)
 				}
 				if err != nil {
 					errOnce.Do(func() { firstErr = err })

@@ -180,32 +180,10 @@ func fedRun(ctx context.Context, base string, groups []*client.Group, sealed [][
 	for _, s := range sealed {
 		total += len(s)
 	}
-	reqs := make([][][]byte, len(groups))
-	conns := make([]*rawHTTP, len(groups))
-	defer func() {
-		for _, c := range conns {
-			if c != nil {
-				c.Close()
-			}
-		}
-	}()
-	for i, s := range sealed {
-		for _, m := range s {
-			body, err := m.Request()
-			if err != nil {
-				return Rate{}, err
-			}
-			req, err := postRequest(base, groups[i].Path(), api.MessageContentType, body)
-			if err != nil {
-				return Rate{}, err
-			}
-			reqs[i] = append(reqs[i], req)
-		}
-		c, err := dialRaw(base)
-		if err != nil {
-			return Rate{}, err
-		}
-		conns[i] = c
+	senders, err := newMessageSenders(base, groups, sealed)
+	defer closeSenders(senders)
+	if err != nil {
+		return Rate{}, err
 	}
 	accepted := make([]time.Time, total)
 	id := map[string]int{}
@@ -238,7 +216,7 @@ func fedRun(ctx context.Context, base string, groups []*client.Group, sealed [][
 						time.Sleep(d)
 					}
 				}
-				if err := conns[i].do(reqs[i][j]); err != nil {
+				if err := senders[i].send(j); err != nil {
 					mu.Lock()
 					if firstErr == nil {
 						firstErr = err
@@ -253,7 +231,7 @@ func fedRun(ctx context.Context, base string, groups []*client.Group, sealed [][
 		first += len(sealed[i])
 	}
 	wg.Wait()
-	err := <-watchErr
+	err = <-watchErr
 	if firstErr != nil {
 		return Rate{}, firstErr
 	}

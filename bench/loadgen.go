@@ -8,6 +8,9 @@ import (
 	"net"
 	"net/url"
 	"strconv"
+
+	"github.com/mlshome/homeserver/api"
+	"github.com/mlshome/homeserver/client"
 )
 
 // rawHTTP is the load generator's HTTP/1.1 client: one keep-alive
@@ -105,3 +108,49 @@ func (c *rawHTTP) do(req []byte) error {
 }
 
 func (c *rawHTTP) Close() error { return c.conn.Close() }
+
+// messageSender sends one group's sealed messages over its own keep-alive
+// connection, each request encoded before timing.
+type messageSender struct {
+	conn *rawHTTP
+	reqs [][]byte
+}
+
+// send posts message j.
+func (s *messageSender) send(j int) error { return s.conn.do(s.reqs[j]) }
+
+// newMessageSenders encodes sealed[i] as message posts to groups[i] on the
+// homeserver at base, and dials a connection for each group. The caller
+// closes them with closeSenders, also after an error.
+func newMessageSenders(base string, groups []*client.Group, sealed [][]*client.Sealed) ([]*messageSender, error) {
+	out := make([]*messageSender, len(groups))
+	for i, g := range groups {
+		s := &messageSender{}
+		for _, m := range sealed[i] {
+			body, err := m.Request()
+			if err != nil {
+				return out, err
+			}
+			req, err := postRequest(base, g.Path(), api.MessageContentType, body)
+			if err != nil {
+				return out, err
+			}
+			s.reqs = append(s.reqs, req)
+		}
+		c, err := dialRaw(base)
+		if err != nil {
+			return out, err
+		}
+		s.conn = c
+		out[i] = s
+	}
+	return out, nil
+}
+
+func closeSenders(ss []*messageSender) {
+	for _, s := range ss {
+		if s != nil {
+			s.conn.Close()
+		}
+	}
+}
