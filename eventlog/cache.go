@@ -2,6 +2,7 @@ package eventlog
 
 import (
 	"bytes"
+	"errors"
 	"sync"
 )
 
@@ -58,6 +59,26 @@ func (c *readCache) cacheable(key []byte) bool {
 	return false
 }
 
+// get returns the value of key from the cache, or reads it with read and
+// keeps what it read unless a write began or ended meanwhile (storeIf).
+func (c *readCache) get(key []byte, read func([]byte) ([]byte, error)) ([]byte, error) {
+	if v, found, hit := c.lookup(key); hit {
+		if !found {
+			return nil, ErrNotFound
+		}
+		return v, nil
+	}
+	gen := c.generation()
+	v, err := read(key)
+	switch {
+	case err == nil:
+		c.storeIf(gen, key, v, true)
+	case errors.Is(err, ErrNotFound):
+		c.storeIf(gen, key, nil, false)
+	}
+	return v, err
+}
+
 // lookup returns a copy of the cached value of key.
 func (c *readCache) lookup(key []byte) (v []byte, found, hit bool) {
 	c.mu.Lock()
@@ -79,7 +100,7 @@ func (c *readCache) generation() uint64 {
 	return c.gen
 }
 
-// storeIf stores what a reader read from Pebble, if no write began or ended
+// storeIf stores what was read from Pebble, if no write began or ended
 // since generation() returned gen.
 func (c *readCache) storeIf(gen uint64, key, v []byte, found bool) {
 	c.mu.Lock()
@@ -87,14 +108,6 @@ func (c *readCache) storeIf(gen uint64, key, v []byte, found bool) {
 	if c.gen == gen && gen%2 == 0 {
 		c.put(key, v, found)
 	}
-}
-
-// store stores what the writer read from Pebble outside its batch: only
-// the writer changes the store, so it is the committed value.
-func (c *readCache) store(key, v []byte, found bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.put(key, v, found)
 }
 
 func (c *readCache) put(key, v []byte, found bool) {
@@ -171,21 +184,7 @@ func (r cachedReader) Get(key []byte) ([]byte, error) {
 	if !r.c.cacheable(key) {
 		return r.pebbleReader.Get(key)
 	}
-	if v, found, hit := r.c.lookup(key); hit {
-		if !found {
-			return nil, ErrNotFound
-		}
-		return v, nil
-	}
-	gen := r.c.generation()
-	v, err := r.pebbleReader.Get(key)
-	switch {
-	case err == nil:
-		r.c.storeIf(gen, key, v, true)
-	case err == ErrNotFound:
-		r.c.storeIf(gen, key, nil, false)
-	}
-	return v, err
+	return r.c.get(key, r.pebbleReader.Get)
 }
 
 // writerRW is the writer's ReadWriter over its indexed batch: it reads
@@ -205,20 +204,8 @@ func (w *writerRW) Get(key []byte) ([]byte, error) {
 	if _, ok := w.writes[string(key)]; ok {
 		return w.batchRW.Get(key)
 	}
-	if v, found, hit := w.c.lookup(key); hit {
-		if !found {
-			return nil, ErrNotFound
-		}
-		return v, nil
-	}
-	v, err := w.batchRW.Get(key)
-	switch {
-	case err == nil:
-		w.c.store(key, v, true)
-	case err == ErrNotFound:
-		w.c.store(key, nil, false)
-	}
-	return v, err
+	// Not written by this batch: the committed value, as a reader sees it.
+	return w.c.get(key, w.batchRW.Get)
 }
 
 func (w *writerRW) Set(key, value []byte) error {

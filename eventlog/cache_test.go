@@ -197,7 +197,7 @@ func TestReadCacheDeletesAndBigValues(t *testing.T) {
 func TestReadCacheBounded(t *testing.T) {
 	c := newReadCache([][]byte{[]byte("k/")}, 4096)
 	for i := 0; i < 1000; i++ {
-		c.store([]byte(fmt.Sprintf("k/%d", i)), bytes.Repeat([]byte{1}, 10), true)
+		c.storeIf(c.generation(), []byte(fmt.Sprintf("k/%d", i)), bytes.Repeat([]byte{1}, 10), true)
 		if c.bytes > c.maxBytes {
 			t.Fatalf("%d bytes cached, bound %d", c.bytes, c.maxBytes)
 		}
