@@ -37,6 +37,8 @@ func TestHexKeysUnchanged(t *testing.T) {
 		{grpMetaKey(gid), append(Prefix(grpName), h+"/meta"...)},
 		{recipientsKey(gid), append(Prefix(qName), "g/"+h...)},
 		{outMembersKey(gid), append(Prefix(outName), "g/"+h...)},
+		{blockKey("c1", gid), append(Prefix(qName), "b/c1/"+h...)},
+		{tokSpentKey(gid), append(Prefix(tokName), "spent/"+h...)},
 	} {
 		if string(tc.got) != string(tc.want) {
 			t.Errorf("key %q, want %q", tc.got, tc.want)

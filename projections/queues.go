@@ -2,7 +2,6 @@ package projections
 
 import (
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
@@ -37,7 +36,7 @@ func queueKey(clientID string, seq uint64) []byte {
 	return binary.BigEndian.AppendUint64(queuePrefix(clientID), seq)
 }
 func blockKey(clientID string, gid []byte) []byte {
-	return append(Prefix(qName), "b/"+clientID+"/"+hex.EncodeToString(gid)...)
+	return hexKey(qName+"/", "b/"+clientID+"/", gid, "", 0)
 }
 
 func recipientsKey(gid []byte) []byte {

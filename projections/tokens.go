@@ -2,7 +2,6 @@ package projections
 
 import (
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 
 	"github.com/mlshome/homeserver/eventlog"
@@ -25,7 +24,7 @@ func tokIssuedKey(userID string, window int64) []byte {
 }
 
 func tokSpentKey(nonce []byte) []byte {
-	return append(Prefix(tokName), "spent/"+hex.EncodeToString(nonce)...)
+	return hexKey(tokName+"/", "spent/", nonce, "", 0)
 }
 
 // Name implements Projection.
