@@ -56,7 +56,7 @@ type Options struct {
 }
 
 // DefaultMinSyncInterval is the default Options.MinSyncInterval.
-const DefaultMinSyncInterval = 500 * time.Microsecond
+const DefaultMinSyncInterval = time.Millisecond
 
 // DefaultPebbleOptions are the Pebble options of a log: a 64 MiB memtable,
 // so that flushes and compactions (which compete with the writer for the

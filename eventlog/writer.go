@@ -200,11 +200,12 @@ func failed(err error) func() (Outcome, error) {
 // follows the load. If appends are announced when an fsync completes, the
 // writer holds the next batch for MinSyncInterval so that they join it:
 // fewer, larger fsyncs when the homeserver is busy, an immediate one when
-// it is not. syncLoop waits for the fsync and only then answers the
-// batch's callers. Closing fails the open batch (nothing of it was
-// applied) and answers the applied ones once synced. The WAL is sequential: a crash loses at most a suffix of
-// unsynced batches, none of them acknowledged, and never a batch without
-// the ones before it.
+// it is not. A batch's callers are answered only once its fsync is done:
+// by the writer itself for the only batch in flight while busy (see
+// finish), by syncLoop otherwise. Closing fails the open batch (nothing of
+// it was applied) and answers the applied ones once synced. The WAL is
+// sequential: a crash loses at most a suffix of unsynced batches, none of
+// them acknowledged, and never a batch without the ones before it.
 func (w *writer) run() {
 	go w.syncLoop()
 	defer func() {
@@ -231,10 +232,19 @@ func (w *writer) run() {
 		}
 		ready := open != nil && inflight < limit && hold == nil
 		if ready || (open != nil && len(open.reqs) >= w.l.opts.MaxBatch) {
-			if w.apply(open) {
+			a := w.apply(open)
+			open = nil
+			switch {
+			case a == nil: // failed; its callers have their answer
+			case limit == 1 && inflight == 0:
+				// Busy, and the only batch in flight: wait for its
+				// fsync here, then pace the next batch as after any.
+				w.finish(a)
+				hold = w.pace()
+			default:
+				w.pending <- a
 				applied++
 			}
-			open = nil
 			continue
 		}
 		var in chan request
@@ -261,8 +271,8 @@ func (w *writer) run() {
 				open = nil
 			}
 		case <-w.syncDone:
-			if d := w.l.opts.MinSyncInterval; applied == w.answered.Load() && d > 0 && w.l.upcoming.Load() > 0 {
-				hold = time.After(d)
+			if applied == w.answered.Load() {
+				hold = w.pace()
 			}
 		case <-hold:
 			hold = nil
@@ -293,45 +303,70 @@ func (w *writer) isBroken() error {
 	return w.broken
 }
 
+// pace returns the hold for the next batch after an fsync with nothing
+// else in flight: MinSyncInterval if appends are on their way, so that
+// they join it, else none.
+func (w *writer) pace() <-chan time.Time {
+	if d := w.l.opts.MinSyncInterval; d > 0 && w.l.upcoming.Load() > 0 {
+		return time.After(d)
+	}
+	return nil
+}
+
 // syncLoop waits, batch after batch, for the WAL fsync, then answers the
 // batch's callers and tells the writer.
 func (w *writer) syncLoop() {
 	defer close(w.synced)
 	for a := range w.pending {
-		err := a.b.SyncWait()
-		took := time.Since(a.start)
-		a.b.Close()
-		if err != nil {
-			// After a failed fsync the WAL's state is unknown: refuse
-			// everything from now on; a restart recovers the durable prefix.
-			err = fmt.Errorf("fsync log: %w", err)
-			w.brokenM.Lock()
-			if w.broken == nil {
-				w.broken = err
-			}
-			w.brokenM.Unlock()
-		}
-		if err == nil {
-			err = w.isBroken()
-		}
-		if err == nil {
-			w.l.batches.Add(1)
-			w.l.committed(a.size)
-			if w.l.opts.Metrics != nil {
-				w.l.opts.Metrics.ObserveBatch(len(a.reqs), a.events, took)
-			}
-		}
-		for i, r := range a.reqs {
-			if err != nil {
-				r.reply <- result{err: err}
-			} else {
-				r.reply <- a.results[i]
-			}
-		}
+		w.finish(a)
 		w.answered.Add(1)
 		select {
 		case w.syncDone <- struct{}{}:
 		default: // the writer has a wake-up pending already
+		}
+	}
+}
+
+// finish waits for the WAL fsync that makes a durable, then answers a's
+// callers.
+//
+// While the homeserver is busy, the writer calls it itself for the only
+// batch in flight rather than hand the batch to syncLoop. Applying a batch
+// wakes Pebble's WAL flusher; waking syncLoop right after it put syncLoop
+// first in the scheduler's queue and the flusher behind every runnable
+// request, so the fsync started only after them: 0.75 ms after the apply
+// on average in the delivery benchmark, with the fsync itself taking 0.2
+// ms. The writer parking here right after the apply lets the flusher run
+// next, and the fsync start at once.
+func (w *writer) finish(a *applied) {
+	err := a.b.SyncWait()
+	took := time.Since(a.start)
+	a.b.Close()
+	if err != nil {
+		// After a failed fsync the WAL's state is unknown: refuse
+		// everything from now on; a restart recovers the durable prefix.
+		err = fmt.Errorf("fsync log: %w", err)
+		w.brokenM.Lock()
+		if w.broken == nil {
+			w.broken = err
+		}
+		w.brokenM.Unlock()
+	}
+	if err == nil {
+		err = w.isBroken()
+	}
+	if err == nil {
+		w.l.batches.Add(1)
+		w.l.committed(a.size)
+		if w.l.opts.Metrics != nil {
+			w.l.opts.Metrics.ObserveBatch(len(a.reqs), a.events, took)
+		}
+	}
+	for i, r := range a.reqs {
+		if err != nil {
+			r.reply <- result{err: err}
+		} else {
+			r.reply <- a.results[i]
 		}
 	}
 }
@@ -391,21 +426,21 @@ func (w *writer) decide(o *openBatch, r request) {
 	o.results = append(o.results, result{out: out})
 }
 
-// apply applies the open batch (visible at once) and hands it to syncLoop,
-// which answers the callers once it is durable. It reports whether it did.
-func (w *writer) apply(o *openBatch) bool {
+// apply applies the open batch (visible at once) and returns it, to be
+// finished once durable; nil if it failed (its callers are answered).
+func (w *writer) apply(o *openBatch) *applied {
 	rw, b, m := o.rw, o.b, o.m
 	signed := false
 	if m.size != w.checkpointed && time.Since(w.lastSigned) >= w.l.opts.CheckpointInterval {
 		if err := w.writeCheckpoint(rw, m.size); err != nil {
 			w.failBatch(o, err)
-			return false
+			return nil
 		}
 		signed = true
 	}
 	if err := b.Set(keyMeta, m.encode(), nil); err != nil {
 		w.failBatch(o, err)
-		return false
+		return nil
 	}
 	start := time.Now()
 	if w.l.cache != nil {
@@ -421,15 +456,14 @@ func (w *writer) apply(o *openBatch) bool {
 	}
 	if err != nil {
 		w.failBatch(o, fmt.Errorf("commit batch: %w", err))
-		return false
+		return nil
 	}
 	w.hashes.prune(int64(m.size))
 	w.m = m
 	if signed {
 		w.checkpointed, w.lastSigned = m.size, time.Now()
 	}
-	w.pending <- &applied{b: b, reqs: o.reqs, results: o.results, size: m.size, events: o.events, start: start}
-	return true
+	return &applied{b: b, reqs: o.reqs, results: o.results, size: m.size, events: o.events, start: start}
 }
 
 // decideOne handles one command inside the batch. It returns a *Rejection
