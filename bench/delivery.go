@@ -35,6 +35,8 @@ type DeliveryResult struct {
 	// and per WAL fsync (group commit).
 	PerBatch float64 `json:"messages_per_batch"`
 	PerFsync float64 `json:"messages_per_fsync"`
+	// FsyncMean is the mean time of the WAL fsyncs during the run.
+	FsyncMean time.Duration `json:"wal_fsync_mean_ns"`
 }
 
 // Delivery sends application messages into 2-member groups over HTTP from
@@ -99,7 +101,7 @@ func Delivery(ctx context.Context, h *Homeserver, o DeliveryOptions, progress fu
 		return nil, err
 	}
 	cpu0 := cpuTime()
-	batches0, syncs0 := h.Node.Log.Batches(), h.Node.Log.WALSyncs()
+	batches0, syncs0, syncTime0 := h.Node.Log.Batches(), h.Node.Log.WALSyncs(), h.Node.Log.WALSyncTime()
 	start := time.Now()
 	for i := range groups {
 		wg.Add(1)
@@ -139,6 +141,7 @@ func Delivery(ctx context.Context, h *Homeserver, o DeliveryOptions, progress fu
 	}
 	if s := h.Node.Log.WALSyncs() - syncs0; s > 0 {
 		res.PerFsync = float64(n) / float64(s)
+		res.FsyncMean = (h.Node.Log.WALSyncTime() - syncTime0) / time.Duration(s)
 	}
 	return res, nil
 }

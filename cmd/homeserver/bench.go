@@ -336,6 +336,7 @@ func runBench(ctx context.Context, f *benchFlags, sel map[string]bool, say func(
 		rep.ratio(figure{Part: "delivery", Name: figDelivery, Value: r.Rate.PerSec, Unit: "/s", Detail: fmt.Sprintf("%d groups of 2, HTTP, %s", r.Options.Groups, map[bool]string{false: "lean load generator", true: "client library"}[r.Options.Library])}, figVerify)
 		rep.add(figure{Part: "delivery", Name: "delivery: latency p50", Value: ms(r.Rate.P50), Unit: "ms", Detail: "send → durable"})
 		rep.add(figure{Part: "delivery", Name: "delivery: latency p99", Value: ms(r.Rate.P99), Unit: "ms"})
+		rep.add(figure{Part: "delivery", Name: "delivery: WAL fsync mean", Value: ms(r.FsyncMean), Unit: "ms", Detail: fmt.Sprintf("%.1f messages per fsync", r.PerFsync)})
 		if sel["replay"] {
 			say("replay: rebuilding the delivery run's projections")
 			rr, err := bench.Replay(ctx, h, bench.ReplayOptions{TempDir: f.dir, RebuildProfile: prof("rebuild"), AuditProfile: prof("audit")}, say)

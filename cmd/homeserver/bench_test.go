@@ -59,6 +59,7 @@ func TestBenchReportsEveryFigure(t *testing.T) {
 		figDelivery:                          figVerify,
 		"delivery: latency p50":              "",
 		"delivery: latency p99":              "",
+		"delivery: WAL fsync mean":           "",
 		"fan-out: recipient deliveries":      "",
 		"fan-out: messages":                  "",
 		"commits":                            "",
