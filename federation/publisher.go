@@ -27,7 +27,9 @@ type Outbox interface {
 	// Destinations lists the domains that have, or had, entries.
 	Destinations() ([]string, error)
 	// Pending returns up to max entries for dest with counters above
-	// after, in counter order (none when everything is trimmed).
+	// after, in counter order (none when everything is trimmed), only of
+	// durable events: an entry published and then lost in a crash would
+	// leave its counter, and so its delivery id, to another delivery.
 	Pending(dest string, after uint64, max int) ([]OutboxEntry, error)
 	// Trim records (as an event) that dest has committed every delivery up
 	// to upTo, so those entries can be deleted. It must be idempotent and

@@ -45,12 +45,15 @@ type FederationConfig struct {
 
 // fed is the federation side of a node.
 type fed struct {
-	n         *Node
-	keys      *federation.KeyStore
-	tr        *federation.Transport
-	recv      *federation.Receiver
-	pub       *federation.Publisher
-	notify    chan struct{}
+	n      *Node
+	keys   *federation.KeyStore
+	tr     *federation.Transport
+	recv   *federation.Receiver
+	pub    *federation.Publisher
+	notify chan struct{}
+	// policySeq is the event that set the policy in force (0: the
+	// configured one); only watch changes it after start.
+	policySeq uint64
 	cancel    context.CancelFunc
 	ctx       context.Context
 	wg        sync.WaitGroup
@@ -82,12 +85,17 @@ func (n *Node) startFederation(cfg FederationConfig) error {
 		return fmt.Errorf("federation keys: %w", err)
 	}
 	policy := cfg.Policy
-	if b, err := (projections.FederationView{R: n.Log.Reader()}).Policy(); err == nil {
+	fv := projections.FederationView{R: n.Log.Reader()}
+	policySeq, err := fv.PolicySeq()
+	if err != nil {
+		return fmt.Errorf("stored federation policy: %w", err)
+	}
+	if b, err := fv.Policy(); err == nil {
 		if policy, err = federation.ParsePolicy(b); err != nil {
 			return fmt.Errorf("stored federation policy: %w", err)
 		}
 	}
-	f := &fed{n: n, keys: ks, notify: make(chan struct{}, 1), perOrigin: ratelimit.New(cfg.PerOrigin, 0), perQueue: ratelimit.New(cfg.PerQueue, 0), perQueueOn: cfg.PerQueue.Enabled()}
+	f := &fed{n: n, keys: ks, notify: make(chan struct{}, 1), policySeq: policySeq, perOrigin: ratelimit.New(cfg.PerOrigin, 0), perQueue: ratelimit.New(cfg.PerQueue, 0), perQueueOn: cfg.PerQueue.Enabled()}
 	f.tr, err = federation.NewTransport(federation.TransportConfig{
 		Conn: n.Bus.Conn, Self: n.cfg.Domain, Sign: n.Keys.SignFederation, Keys: ks, Policy: policy,
 		Logger: n.cfg.Logger, ErrorCode: peerError,
@@ -142,30 +150,66 @@ func (f *fed) stop() {
 	f.keys.Close()
 }
 
-// watch wakes the publisher after every committed event that writes
-// outbox entries, and applies policy changes.
+// watch follows the log's commits. It wakes the publisher once an event
+// that wrote outbox entries is durable, and applies a federation policy
+// change once its event is durable. After each commit it reads two
+// projection keys, the last event that wrote outbox entries and the one
+// that set the policy, rather than every event: most events (messages in
+// groups without remote members) concern neither.
+//
+// A key may name an event of a batch applied but not yet fsynced (Pebble
+// shows those): the outbox wake-up is sent anyway and again at the next
+// commit, so none is missed; the policy waits for the event's fsync.
 func (f *fed) watch(ctx context.Context) error {
-	return f.n.Log.Tail(ctx, f.n.Log.Size()+1, func(ev *eventlog.Event) error {
-		switch ev.Type {
-		case events.TypeCommitAccepted, events.TypeProposalAccepted, events.TypeApplicationMessageAccepted:
+	l := f.n.Log
+	var woken uint64 // outbox entries up to this event were announced
+	for {
+		size := l.Size()
+		last, err := (projections.OutboxView{R: l.Reader()}).LastWrite()
+		if err != nil {
+			return err
+		}
+		if last > woken {
 			select {
 			case f.notify <- struct{}{}:
 			default:
 			}
-		case events.TypeFederationPolicyChanged:
-			var e events.FederationPolicyChanged
-			if err := events.Decode(ev, &e); err != nil {
-				return err
-			}
-			p, err := federation.ParsePolicy(e.Policy)
-			if err != nil {
-				return err
-			}
-			f.tr.SetPolicy(p)
-			f.n.cfg.Logger.Info("federation policy changed", "mode", p.Mode, "allow", p.Allow, "block", p.Block)
+			woken = min(last, size)
 		}
-		return nil
-	})
+		if err := f.applyPolicy(size); err != nil {
+			return err
+		}
+		if err := l.Wait(ctx, size+1); err != nil {
+			return err
+		}
+	}
+}
+
+// applyPolicy applies the stored federation policy if an event after the
+// one in force set it and that event is within the durable size.
+func (f *fed) applyPolicy(size uint64) error {
+	v := projections.FederationView{R: f.n.Log.Reader()}
+	seq, err := v.PolicySeq()
+	if err != nil || seq <= f.policySeq || seq > size {
+		return err
+	}
+	b, err := v.Policy()
+	if err != nil {
+		return err
+	}
+	// The policy and its sequence number are set by the same batch, and
+	// sequence numbers only grow: if it is still seq, b is its policy.
+	if again, err := v.PolicySeq(); err != nil || again != seq {
+		return err
+	}
+	p, err := federation.ParsePolicy(b)
+	if err != nil {
+		return fmt.Errorf("federation policy of event %d: %w", seq, err)
+	}
+	f.tr.SetPolicy(p)
+	f.policySeq = seq
+	f.n.cfg.Logger.Info("federation policy changed", "mode", p.Mode, "allow", p.Allow, "block", p.Block)
+	return nil
 }
 
 // handle answers requests relayed by other homeservers, through the same
@@ -378,7 +422,7 @@ func (o outbox) view() projections.OutboxView {
 func (o outbox) Destinations() ([]string, error) { return o.view().Destinations() }
 
 func (o outbox) Pending(dest string, after uint64, max int) ([]federation.OutboxEntry, error) {
-	ns, ps, err := o.view().Pending(dest, after, max)
+	ns, ps, err := o.view().Pending(dest, after, max, o.f.n.Log.Size())
 	if err != nil {
 		return nil, err
 	}

@@ -13,12 +13,14 @@ import (
 //
 //	p/fed/cursor/<origin>   counter (8 bytes BE)
 //	p/fed/policy            the policy's JSON
+//	p/fed/policyseq         the sequence number of the event that set it (8 bytes BE)
 type Federation struct{}
 
 const fedName = "fed"
 
 func fedCursorKey(origin string) []byte { return append(Prefix(fedName), "cursor/"+origin...) }
 func fedPolicyKey() []byte              { return append(Prefix(fedName), "policy"...) }
+func fedPolicySeqKey() []byte           { return append(Prefix(fedName), "policyseq"...) }
 
 // Name implements Projection.
 func (Federation) Name() string { return fedName }
@@ -48,7 +50,10 @@ func (Federation) Apply(rw eventlog.ReadWriter, ev *eventlog.Event) error {
 		if err := events.Decode(ev, &e); err != nil {
 			return err
 		}
-		return rw.Set(fedPolicyKey(), e.Policy)
+		if err := rw.Set(fedPolicyKey(), e.Policy); err != nil {
+			return err
+		}
+		return rw.Set(fedPolicySeqKey(), binary.BigEndian.AppendUint64(nil, ev.Seq))
 	}
 	return nil
 }
@@ -63,3 +68,7 @@ func (v FederationView) Cursor(origin string) (uint64, error) {
 
 // Policy returns the stored policy JSON, or eventlog.ErrNotFound.
 func (v FederationView) Policy() ([]byte, error) { return v.R.Get(fedPolicyKey()) }
+
+// PolicySeq returns the sequence number of the event that set the stored
+// policy (0: none, or set before the projection recorded it).
+func (v FederationView) PolicySeq() (uint64, error) { return getU64(v.R, fedPolicySeqKey()) }

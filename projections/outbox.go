@@ -22,6 +22,7 @@ import (
 //	p/out/e/<dest> 0x00 <counter BE>     events.FederatedMessage (JSON)
 //	p/out/n/<dest>                       last counter (8 bytes BE)
 //	p/out/t/<dest>                       trimmed up to (8 bytes BE)
+//	p/out/last                           the last event that wrote entries (seq, 8 bytes BE)
 type Outbox struct {
 	Resolve QueueResolver
 	Domain  string
@@ -45,6 +46,7 @@ func outEntryKey(dest string, n uint64) []byte {
 }
 func outCounterKey(dest string) []byte { return append(Prefix(outName), "n/"+dest...) }
 func outTrimKey(dest string) []byte    { return append(Prefix(outName), "t/"+dest...) }
+func outLastKey() []byte               { return append(Prefix(outName), "last"...) }
 
 // Name implements Projection.
 func (Outbox) Name() string { return outName }
@@ -186,7 +188,10 @@ func (o Outbox) fanOut(rw eventlog.ReadWriter, rs []RemoteMember, m events.Feder
 			return err
 		}
 	}
-	return nil
+	if len(domains) == 0 {
+		return nil
+	}
+	return rw.Set(outLastKey(), binary.BigEndian.AppendUint64(nil, m.OriginSeq))
 }
 
 // OutboxView reads the outbox projection.
@@ -203,13 +208,25 @@ func (v OutboxView) Destinations() ([]string, error) {
 	return out, err
 }
 
-// Pending returns up to max entries for dest above counter after.
-func (v OutboxView) Pending(dest string, after uint64, max int) ([]uint64, [][]byte, error) {
+// Pending returns up to max entries for dest above counter after, written
+// by events up to sequence number durable: the reader may show a batch
+// applied but not yet fsynced, and a crash would lose those entries and
+// give their counters to other deliveries.
+func (v OutboxView) Pending(dest string, after uint64, max int, durable uint64) ([]uint64, [][]byte, error) {
 	var ns []uint64
 	var ps [][]byte
 	p := outEntryPrefix(dest)
 	stop := errors.New("enough")
 	err := v.R.Scan(outEntryKey(dest, after+1), eventlog.PrefixEnd(p), func(k, val []byte) error {
+		var m struct {
+			OriginSeq uint64 `json:"origin_seq"`
+		}
+		if err := json.Unmarshal(val, &m); err != nil {
+			return fmt.Errorf("outbox entry %q: %w", k, err)
+		}
+		if m.OriginSeq > durable {
+			return stop // entries are in log order: the rest are later
+		}
 		ns = append(ns, binary.BigEndian.Uint64(k[len(p):]))
 		ps = append(ps, append([]byte(nil), val...))
 		if len(ns) >= max {
@@ -222,6 +239,10 @@ func (v OutboxView) Pending(dest string, after uint64, max int) ([]uint64, [][]b
 	}
 	return ns, ps, err
 }
+
+// LastWrite returns the sequence number of the last event that wrote
+// outbox entries (0: none, or none since the projection recorded it).
+func (v OutboxView) LastWrite() (uint64, error) { return getU64(v.R, outLastKey()) }
 
 // Trimmed returns the counter dest's entries were trimmed up to.
 func (v OutboxView) Trimmed(dest string) (uint64, error) { return getU64(v.R, outTrimKey(dest)) }
