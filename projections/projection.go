@@ -32,10 +32,13 @@ type Projection interface {
 
 // CachePrefixes are the key prefixes that every group request reads and
 // few events write: group epochs, leaf keys and states, and the local and
-// remote recipients of each group. The event log keeps them in its read
-// cache (eventlog.Options.CachePrefixes).
+// remote recipients of each group; and the two keys the federation watcher
+// reads after every commit (OutboxView.LastWrite,
+// FederationView.PolicySeq), mostly absent, which Pebble answers only after
+// looking through every level. The event log keeps them in its read cache
+// (eventlog.Options.CachePrefixes).
 func CachePrefixes() [][]byte {
-	return [][]byte{Prefix(grpName), append(Prefix(qName), "g/"...), append(Prefix(outName), "g/"...)}
+	return [][]byte{Prefix(grpName), append(Prefix(qName), "g/"...), append(Prefix(outName), "g/"...), outLastKey(), fedPolicySeqKey()}
 }
 
 // hexKey returns "p/" + name + mid + hex(id) + end in one allocation, with
