@@ -22,7 +22,8 @@ import (
 // size) does not help: the extents it reserves still change state when
 // first written. Pebble's WAL recycling gets the same effect for a reused
 // file, but only once a memtable has been flushed, and only up to the old
-// file's size.
+// file's size. PostgreSQL likewise writes zeroes into each new WAL segment
+// before using it (wal_init_zero).
 //
 // Safety: the zeroes are only ever written at or beyond the end of what
 // Pebble wrote, under the same lock as Pebble's writes, so they never
