@@ -85,6 +85,7 @@ type zeroFillFile struct {
 	wake   chan struct{}
 	quit   chan struct{}
 	done   chan struct{}
+	stop   sync.Once
 }
 
 func newZeroFillFile(f vfs.File, size int64) *zeroFillFile {
@@ -155,7 +156,7 @@ func (z *zeroFillFile) fill() {
 }
 
 func (z *zeroFillFile) Close() error {
-	close(z.quit)
+	z.stop.Do(func() { close(z.quit) })
 	<-z.done
 	return z.File.Close()
 }
