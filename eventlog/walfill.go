@@ -27,10 +27,12 @@ import (
 //
 // Safety: the zeroes are only ever written at or beyond the end of what
 // Pebble wrote, under the same lock as Pebble's writes, so they never
-// cover log records. A crash leaves a WAL whose tail is zeroes, exactly as
-// Pebble's preallocation leaves one, and Pebble's recovery reads a zeroed
-// tail of the last WAL as its end; an older WAL always ends with the EOF
-// trailer Pebble writes and syncs before it starts the next one. The cost:
+// cover log records. A crash leaves a WAL whose tail is zeroes; Pebble's
+// recovery, which expects zeroed tails from its own preallocation and WAL
+// recycling, reads a zeroed tail of the last WAL as its end (the power-loss
+// and SIGKILL tests run on zero-filled WALs); an older WAL always ends with
+// the EOF trailer Pebble writes and syncs before it starts the next one.
+// The cost:
 // each WAL file holds up to zeroFillAhead bytes of zeroes past its data,
 // and the WAL is written to disk twice (zeroes, then records).
 func ZeroFillWAL(fs vfs.FS) vfs.FS { return zeroFillFS{FS: fs} }
