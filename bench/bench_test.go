@@ -4,12 +4,11 @@ import (
 	"context"
 	"os"
 	"testing"
-	"time"
 )
 
 // BenchmarkDelivery reports application messages/s into 2-member groups
-// over HTTP, p50/p99, and the ratio to the same run's parallel Ed25519
-// verify rate (target ≥ 0.4).
+// over HTTP, p50/p99, and the ratio to the parallel Ed25519 verify rate
+// measured right before it (target ≥ 0.4).
 func BenchmarkDelivery(b *testing.B) {
 	ctx := context.Background()
 	h, err := StartHomeserver(ctx, b.TempDir(), "bench.test")
@@ -27,12 +26,11 @@ func BenchmarkDelivery(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.StopTimer()
-	v := Ed25519Verify(time.Second)
 	b.ReportMetric(r.Rate.PerSec, "msgs/s")
 	b.ReportMetric(float64(r.Rate.P50.Microseconds()), "p50-µs")
 	b.ReportMetric(float64(r.Rate.P99.Microseconds()), "p99-µs")
-	b.ReportMetric(v.PerSec, "verifies/s")
-	b.ReportMetric(r.Rate.PerSec/v.PerSec, "ratio-to-verify")
+	b.ReportMetric(r.Verify.PerSec, "verifies/s")
+	b.ReportMetric(r.Ratio, "ratio-to-verify")
 	b.ReportMetric(float64(r.CPUPerMessage.Microseconds()), "cpu-µs/msg")
 }
 
@@ -52,4 +50,31 @@ func BenchmarkFanOut(b *testing.B) {
 	}
 	b.ReportMetric(r.Deliveries.PerSec, "deliveries/s")
 	b.ReportMetric(r.Messages.PerSec, "msgs/s")
+}
+
+// The delivery result is the round with the median ratio, whatever order
+// the rounds ran in; of an even number, the upper middle one.
+func TestMedianRound(t *testing.T) {
+	r := func(ratio float64) DeliveryRound {
+		return DeliveryRound{Ratio: ratio, Rate: Rate{PerSec: ratio * 1000}}
+	}
+	for _, c := range []struct {
+		ratios []float64
+		want   float64
+	}{
+		{[]float64{0.4}, 0.4},
+		{[]float64{0.45, 0.38, 0.41}, 0.41},
+		{[]float64{0.38, 0.41, 0.45}, 0.41},
+		{[]float64{0.50, 0.30, 0.42, 0.40}, 0.42},
+		{[]float64{0.33, 0.33, 0.47, 0.33, 0.47}, 0.33},
+	} {
+		var rounds []DeliveryRound
+		for _, x := range c.ratios {
+			rounds = append(rounds, r(x))
+		}
+		got := medianRound(rounds)
+		if got.Ratio != c.want || got.Rate.PerSec != c.want*1000 {
+			t.Errorf("medianRound(%v) = %+v, want the round of ratio %v", c.ratios, got, c.want)
+		}
+	}
 }

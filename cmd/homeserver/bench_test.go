@@ -15,6 +15,7 @@ var tinyBench = []string{
 	"--verify-time", "100ms", "--nats-time", "100ms",
 	"--eventlog-events", "300", "--raw-events", "300", "--event-size", "256",
 	"--delivery-groups", "4", "--delivery-messages", "200",
+	"--delivery-rounds", "2", "--delivery-verify-time", "100ms",
 	"--fanout-members", "20", "--fanout-messages", "5",
 	"--commit-members", "10", "--commits", "10",
 	"--fed-groups", "2", "--fed-messages", "40",
@@ -56,7 +57,8 @@ func TestBenchReportsEveryFigure(t *testing.T) {
 		"JetStream acked publishes":          "",
 		figEventLog:                          figRawPebble,
 		"event log mean batch":               "",
-		figDelivery:                          figVerify,
+		figRoundVerify:                       "",
+		figDelivery:                          figRoundVerify,
 		"delivery: latency p50":              "",
 		"delivery: latency p99":              "",
 		"delivery: WAL fsync mean":           "",
@@ -87,6 +89,9 @@ func TestBenchReportsEveryFigure(t *testing.T) {
 			t.Errorf("%s: baseline %q, want %q", name, f.Baseline, base)
 		}
 	}
+	if r := rep.Results.Delivery; r == nil || len(r.Rounds) != 2 || r.Rate.Count != 200 {
+		t.Errorf("delivery: %+v, want 2 rounds of 200 messages", r)
+	}
 	if r := rep.Results.Replay; r == nil || !r.AuditOK {
 		t.Errorf("the audit of the delivery run's log failed: %+v", r)
 	}
@@ -112,7 +117,7 @@ func TestBenchOnlyTable(t *testing.T) {
 		t.Fatalf("bench exited %d: %s", code, stderr.String())
 	}
 	out := stdout.String()
-	for _, s := range []string{"DELIVERY", "COMMITS", figVerify, "× " + figVerify} {
+	for _, s := range []string{"DELIVERY", "COMMITS", figVerify, "× " + figRoundVerify, "median of 2 rounds: "} {
 		if !strings.Contains(out, s) {
 			t.Errorf("table lacks %q:\n%s", s, out)
 		}
