@@ -101,8 +101,75 @@ type batchRW struct {
 }
 
 // NewBatchReadWriter returns a ReadWriter over an indexed Pebble batch. It
-// is used by rebuilds, which replay events outside the writer.
-func NewBatchReadWriter(b *pebble.Batch) ReadWriter { return batchRW{b: b} }
+// is used by rebuilds and audits, which replay events outside the writer,
+// from one goroutine. It remembers the values it read, since a replay
+// reads the same few keys (a group's state, its members) again and again
+// and a read through an indexed batch costs two iterators; writes go
+// through to the batch and update what it remembers.
+func NewBatchReadWriter(b *pebble.Batch) ReadWriter {
+	return &memoRW{batchRW: batchRW{b: b}, seen: map[string][]byte{}}
+}
+
+// memoMaxEntries bounds what a memoRW remembers; past it, it forgets all.
+const memoMaxEntries = 1 << 16
+
+// memoRW is a batchRW that remembers the values of the keys it read (nil
+// for a missing key) and keeps them current on writes. Values it returns
+// are copies, as Reader requires.
+type memoRW struct {
+	batchRW
+	seen map[string][]byte
+}
+
+func (m *memoRW) Get(key []byte) ([]byte, error) {
+	if v, ok := m.seen[string(key)]; ok {
+		if v == nil {
+			return nil, ErrNotFound
+		}
+		return append([]byte(nil), v...), nil
+	}
+	v, err := m.batchRW.Get(key)
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return nil, err
+	}
+	if len(m.seen) >= memoMaxEntries {
+		clear(m.seen)
+	}
+	if err != nil {
+		m.seen[string(key)] = nil
+		return nil, err
+	}
+	m.seen[string(key)] = append(make([]byte, 0, len(v)), v...) // not nil, even if empty
+	return v, nil
+}
+
+func (m *memoRW) Set(key, value []byte) error {
+	if err := m.batchRW.Set(key, value); err != nil {
+		return err
+	}
+	if _, ok := m.seen[string(key)]; ok {
+		m.seen[string(key)] = append(make([]byte, 0, len(value)), value...)
+	}
+	return nil
+}
+
+func (m *memoRW) Delete(key []byte) error {
+	if err := m.batchRW.Delete(key); err != nil {
+		return err
+	}
+	if _, ok := m.seen[string(key)]; ok {
+		m.seen[string(key)] = nil
+	}
+	return nil
+}
+
+func (m *memoRW) DeleteRange(start, end []byte) error {
+	if err := m.batchRW.DeleteRange(start, end); err != nil {
+		return err
+	}
+	m.seen = map[string][]byte{} // rare (acks, trims): forget all
+	return nil
+}
 
 func (w batchRW) Get(key []byte) ([]byte, error) { return get(w.b, key) }
 func (w batchRW) Scan(lower, upper []byte, fn func(k, v []byte) error) error {
