@@ -60,3 +60,43 @@ func TestOutboxPendingOnlyDurable(t *testing.T) {
 		t.Fatalf("the sender's own domain got entries %v", ns)
 	}
 }
+
+// Destinations lists every destination that has a counter, once each and
+// in order, however often the counters were rewritten, including
+// destinations whose names extend another's.
+func TestOutboxDestinationsOnceEach(t *testing.T) {
+	db, err := pebble.Open("", &pebble.Options{FS: vfs.NewMem()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	v := OutboxView{R: eventlog.NewReader(db)}
+	if d, err := v.Destinations(); err != nil || len(d) != 0 {
+		t.Fatalf("empty outbox: destinations %q, %v", d, err)
+	}
+	o := Outbox{Domain: "a.example"}
+	remote := []RemoteMember{{Leaf: 1, Domain: "b.example"}, {Leaf: 2, Domain: "b.example.org"}, {Leaf: 3, Domain: "c.example"}}
+	for seq := uint64(1); seq <= 300; seq++ {
+		b := db.NewIndexedBatch()
+		if err := o.fanOut(eventlog.NewBatchReadWriter(b), remote[:1+seq%3], events.FederatedMessage{OriginSeq: seq, Sender: 9}); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Commit(pebble.NoSync); err != nil {
+			t.Fatal(err)
+		}
+		b.Close()
+	}
+	d, err := v.Destinations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"b.example", "b.example.org", "c.example"}
+	if len(d) != len(want) {
+		t.Fatalf("destinations %q, want %q", d, want)
+	}
+	for i := range want {
+		if d[i] != want[i] {
+			t.Fatalf("destinations %q, want %q", d, want)
+		}
+	}
+}
