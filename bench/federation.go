@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -333,9 +334,15 @@ func (w *queueWatch) collect(ctx context.Context, id map[string]int, seen []time
 		if ev.Type != events.TypeDeliveryReceived {
 			return nil
 		}
-		var d events.DeliveryReceived
-		if err := events.Decode(ev, &d); err != nil {
-			return err
+		// Only the message itself: the watch shares the cores it
+		// measures, so it skips the envelope, most of the event.
+		var d struct {
+			Message struct {
+				Message []byte `json:"message"`
+			} `json:"message"`
+		}
+		if err := json.Unmarshal(ev.Payload, &d); err != nil {
+			return fmt.Errorf("bench: event %d: %w", seq, err)
 		}
 		k, ok := id[string(d.Message.Message)]
 		if !ok {

@@ -189,6 +189,24 @@ type DeliveryReceived struct {
 	Message  FederatedMessage `json:"message"`
 }
 
+// DeliveryRouting is the part of a DeliveryReceived that projections
+// route by: decoding only it skips the envelope and the message bytes,
+// which are most of the event.
+type DeliveryRouting struct {
+	Origin  string `json:"origin"`
+	Counter uint64 `json:"counter"`
+	Message struct {
+		Recipients [][]byte `json:"recipients"`
+	} `json:"message"`
+}
+
+// UnmarshalDeliveryRouting parses the routing part of the payload of a
+// DeliveryReceived event, ignoring its other fields; the audit decodes and
+// checks the whole event (validation.Revalidate).
+func UnmarshalDeliveryRouting(payload []byte, d *DeliveryRouting) error {
+	return json.Unmarshal(payload, d)
+}
+
 // DeliveryRefused records a delivery from another homeserver that named no
 // queue this homeserver issued (FED-5); it keeps the per-origin order.
 type DeliveryRefused struct {

@@ -118,3 +118,47 @@ func repeatedKeys(p []byte) bool {
 	}
 	return false
 }
+
+// The routing decode of a DeliveryReceived reads what the full decode
+// reads from every payload Draft writes, and refuses what is not one.
+func TestDecodeDeliveryRoutingMatchesDecode(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for i := 0; i < 500; i++ {
+		var recipients [][]byte
+		for range rng.IntN(4) {
+			r := make([]byte, 1+rng.IntN(60))
+			for j := range r {
+				r[j] = byte(rng.Uint32())
+			}
+			recipients = append(recipients, r)
+		}
+		env := make([]byte, rng.IntN(2000))
+		d := Draft(TypeDeliveryReceived, DeliveryReceived{
+			Origin: "hs" + string(rune('a'+i%26)) + ".example", Counter: rng.Uint64(), Envelope: env,
+			Message: FederatedMessage{OriginSeq: uint64(i), Type: TypeApplicationMessageAccepted, GroupID: env[:len(env)/3], Message: env, Recipients: recipients},
+		})
+		ev := &eventlog.Event{Seq: uint64(i + 1), Type: d.Type, Payload: d.Payload}
+		var full DeliveryReceived
+		if err := Decode(ev, &full); err != nil {
+			t.Fatal(err)
+		}
+		var got DeliveryRouting
+		if err := UnmarshalDeliveryRouting(ev.Payload, &got); err != nil {
+			t.Fatal(err)
+		}
+		if got.Origin != full.Origin || got.Counter != full.Counter || len(got.Message.Recipients) != len(full.Message.Recipients) {
+			t.Fatalf("routing %+v, full decode %+v", got, full)
+		}
+		for j := range got.Message.Recipients {
+			if !bytes.Equal(got.Message.Recipients[j], full.Message.Recipients[j]) {
+				t.Fatalf("recipient %d: routing %x, full decode %x", j, got.Message.Recipients[j], full.Message.Recipients[j])
+			}
+		}
+	}
+	for _, p := range []string{`not json`, `{"origin":1,"counter":2}`, `{"origin":"a","counter":-1}`, `{"origin":"a","message":{"recipients":["%%"]}}`} {
+		var d DeliveryRouting
+		if err := UnmarshalDeliveryRouting([]byte(p), &d); err == nil {
+			t.Errorf("%s: accepted", p)
+		}
+	}
+}

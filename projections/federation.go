@@ -34,8 +34,8 @@ func (Federation) Handles() []string {
 func (Federation) Apply(rw eventlog.ReadWriter, ev *eventlog.Event) error {
 	switch ev.Type {
 	case events.TypeDeliveryReceived:
-		var e events.DeliveryReceived
-		if err := events.Decode(ev, &e); err != nil {
+		e, err := deliveryRouting(ev)
+		if err != nil {
 			return err
 		}
 		return rw.Set(fedCursorKey(e.Origin), binary.BigEndian.AppendUint64(nil, e.Counter))

@@ -188,7 +188,7 @@ func (v GroupView) Meta(gid []byte) (*GroupMeta, error) {
 	if err != nil {
 		return nil, err
 	}
-	return metaMemo.decode(b)
+	return metaMemo.get(b)
 }
 
 // Leaf returns a member leaf, or eventlog.ErrNotFound. The result is
@@ -198,7 +198,7 @@ func (v GroupView) Leaf(gid []byte, leaf uint32) (*LeafRecord, error) {
 	if err != nil {
 		return nil, err
 	}
-	return leafMemo.decode(b)
+	return leafMemo.get(b)
 }
 
 // Leaves calls fn for each member leaf in leaf order.

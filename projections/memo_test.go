@@ -6,24 +6,24 @@ import (
 )
 
 func TestDecodeMemoIsExact(t *testing.T) {
-	m := newDecodeMemo[GroupMeta](2)
-	a, err := m.decode([]byte(`{"epoch":1,"cipher_suite":1,"members":2}`))
+	m := newDecodeMemo[GroupMeta](2, nil)
+	a, err := m.get([]byte(`{"epoch":1,"cipher_suite":1,"members":2}`))
 	if err != nil {
 		t.Fatal(err)
 	}
-	again, _ := m.decode([]byte(`{"epoch":1,"cipher_suite":1,"members":2}`))
+	again, _ := m.get([]byte(`{"epoch":1,"cipher_suite":1,"members":2}`))
 	if again != a {
 		t.Fatal("same bytes decoded twice")
 	}
-	b, _ := m.decode([]byte(`{"epoch":2,"cipher_suite":1,"members":2}`))
+	b, _ := m.get([]byte(`{"epoch":2,"cipher_suite":1,"members":2}`))
 	if b.Epoch != 2 || a.Epoch != 1 {
 		t.Fatalf("changed record read as %+v (old %+v)", b, a)
 	}
-	m.decode([]byte(`{"epoch":3,"cipher_suite":1,"members":2}`))
+	m.get([]byte(`{"epoch":3,"cipher_suite":1,"members":2}`))
 	if len(m.m) > 2 {
 		t.Fatalf("%d entries, bound 2", len(m.m))
 	}
-	if _, err := m.decode([]byte(`{"epoch":"x"}`)); err == nil {
+	if _, err := m.get([]byte(`{"epoch":"x"}`)); err == nil {
 		t.Fatal("bad record decoded")
 	}
 }

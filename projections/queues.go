@@ -118,8 +118,8 @@ func (q Queues) Apply(rw eventlog.ReadWriter, ev *eventlog.Event) error {
 		return saveRecipients(rw, e.GroupID, rs)
 	case events.TypeDeliveryReceived:
 		// A message of a group owned elsewhere, for local members.
-		var e events.DeliveryReceived
-		if err := events.Decode(ev, &e); err != nil {
+		e, err := deliveryRouting(ev)
+		if err != nil {
 			return err
 		}
 		for _, sealed := range e.Message.Recipients {
