@@ -9,8 +9,9 @@ import (
 	"github.com/mlshome/homeserver/events"
 )
 
-// decodeMemo remembers the decoded form of records that every group
-// request reads (a group's meta, a leaf) by their exact stored bytes. A
+// decodeMemo remembers the decoded form of records read again and again
+// (a group's meta and leaves by every group request, a received delivery's
+// routing by two projections) by their exact stored bytes. A
 // decoded record is a pure function of those bytes, so the memo is never
 // stale: a changed record has other bytes and is decoded afresh. Callers
 // get the shared value and must not change it.

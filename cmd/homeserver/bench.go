@@ -31,7 +31,9 @@ parts (--only takes a comma-separated list; default all):
               the event log's mean batch, NATS request/reply and JetStream
               publish rates
   eventlog    durable appends/s from concurrent appenders, mean batch
-  delivery    application messages/s into 2-member groups over HTTP
+  delivery    application messages/s into 2-member groups over HTTP: the
+              median of --delivery-rounds rounds, each against an Ed25519
+              verify rate measured right before it
   fanout      recipient deliveries/s into one large group
   commits     self-update commits/s in a group, observer cost included
   federation  cross-homeserver messages/s and latency, at full and half load
