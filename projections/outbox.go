@@ -22,6 +22,7 @@ import (
 //	p/out/e/<dest> 0x00 <counter BE>     events.FederatedMessage (JSON)
 //	p/out/n/<dest>                       last counter (8 bytes BE)
 //	p/out/t/<dest>                       trimmed up to (8 bytes BE)
+//	p/out/d/<dest>                       entries deleted up to (8 bytes BE; at most the counter)
 //	p/out/last                           the last event that wrote entries (seq, 8 bytes BE)
 type Outbox struct {
 	Resolve QueueResolver
@@ -46,6 +47,7 @@ func outEntryKey(dest string, n uint64) []byte {
 }
 func outCounterKey(dest string) []byte { return append(Prefix(outName), "n/"+dest...) }
 func outTrimKey(dest string) []byte    { return append(Prefix(outName), "t/"+dest...) }
+func outDeletedKey(dest string) []byte { return append(Prefix(outName), "d/"+dest...) }
 func outLastKey() []byte               { return append(Prefix(outName), "last"...) }
 
 // Name implements Projection.
@@ -85,7 +87,12 @@ func (o Outbox) Apply(rw eventlog.ReadWriter, ev *eventlog.Event) error {
 		if err := events.Decode(ev, &e); err != nil {
 			return err
 		}
-		if err := deleteKeys(rw, outEntryPrefix(e.Destination), outEntryKey(e.Destination, e.UpTo+1)); err != nil {
+		// No entry beyond the destination's counter exists yet.
+		n, err := getU64(rw, outCounterKey(e.Destination))
+		if err != nil {
+			return err
+		}
+		if err := deleteThrough(rw, outDeletedKey(e.Destination), min(e.UpTo, n), func(c uint64) []byte { return outEntryKey(e.Destination, c) }); err != nil {
 			return err
 		}
 		return rw.Set(outTrimKey(e.Destination), binary.BigEndian.AppendUint64(nil, e.UpTo))

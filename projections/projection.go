@@ -10,6 +10,7 @@ package projections
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 
@@ -129,6 +130,26 @@ func (s scoped) DeleteRange(start, end []byte) error {
 		return fmt.Errorf("delete range end %q outside %q", end, s.prefix)
 	}
 	return s.rw.DeleteRange(start, end)
+}
+
+// deleteThrough deletes the keys of the numbers after the one recorded at
+// pos up to upTo (key(n) for each), and records upTo at pos. Deleting
+// from the last position rather than from the start of the range matters:
+// a scan from the start steps over the tombstone of every key deleted
+// before, as long as Pebble keeps them (until a flush and compaction), so
+// a client acknowledging message after message would make each
+// acknowledgement slower than the last. The caller bounds upTo by the
+// greatest number that can exist yet: the position must never pass a key
+// that is written later.
+func deleteThrough(rw eventlog.ReadWriter, pos []byte, upTo uint64, key func(uint64) []byte) error {
+	prev, err := getU64(rw, pos)
+	if err != nil || upTo <= prev {
+		return err
+	}
+	if err := deleteKeys(rw, key(prev+1), key(upTo+1)); err != nil {
+		return err
+	}
+	return rw.Set(pos, binary.BigEndian.AppendUint64(nil, upTo))
 }
 
 // deleteKeys deletes every key in [start, end) one by one. Projections use

@@ -20,6 +20,7 @@ import (
 //	p/q/c/<client id>/<event seq BE>   empty value
 //	p/q/g/<hex group id>               recipients: (leaf u32, len u8, client id)*
 //	p/q/b/<client id>/<hex group id>   the client blocked that group (FED-5)
+//	p/q/a/<client id>                  u64: entries up to here are deleted (acknowledged)
 //
 // It must run before Groups in the projection set: a commit is fanned out
 // to the members of the epoch it ends.
@@ -35,6 +36,7 @@ func queuePrefix(clientID string) []byte { return append(Prefix(qName), "c/"+cli
 func queueKey(clientID string, seq uint64) []byte {
 	return binary.BigEndian.AppendUint64(queuePrefix(clientID), seq)
 }
+func ackedKey(clientID string) []byte { return append(Prefix(qName), "a/"+clientID...) }
 func blockKey(clientID string, gid []byte) []byte {
 	return hexKey(qName+"/", "b/"+clientID+"/", gid, "", 0)
 }
@@ -146,7 +148,9 @@ func (q Queues) Apply(rw eventlog.ReadWriter, ev *eventlog.Event) error {
 		if err := events.Decode(ev, &e); err != nil {
 			return err
 		}
-		return deleteKeys(rw, queuePrefix(e.ClientID), queueKey(e.ClientID, e.UpTo+1))
+		// Every queue entry is keyed by the event that wrote it, so none
+		// beyond this event's predecessor exists yet.
+		return deleteThrough(rw, ackedKey(e.ClientID), min(e.UpTo, ev.Seq-1), func(n uint64) []byte { return queueKey(e.ClientID, n) })
 	case events.TypeApplicationMessageAccepted, events.TypeProposalAccepted:
 		h, err := events.DecodeHeader(ev)
 		if err != nil {
