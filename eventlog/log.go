@@ -54,6 +54,10 @@ type Options struct {
 	// 100 µs of CPU on a typical VM disk). With nothing announced, a batch
 	// is applied and synced as soon as the previous fsync is done.
 	MinSyncInterval time.Duration
+	// Prepare, if set, runs once Pebble is open and before the writer
+	// starts, with nothing else using the store (a projection layout
+	// upgrade, say). An error fails Open.
+	Prepare func(db *pebble.DB) error
 }
 
 // DefaultMinSyncInterval is the default Options.MinSyncInterval.
@@ -124,6 +128,12 @@ func Open(dir string, opts Options) (*Log, error) {
 }
 
 func openDB(db *pebble.DB, opts Options) (*Log, error) {
+	if opts.Prepare != nil {
+		if err := opts.Prepare(db); err != nil {
+			db.Close()
+			return nil, err
+		}
+	}
 	if opts.MaxBatch <= 0 {
 		opts.MaxBatch = 1024
 	}

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2"
 	"github.com/mlshome/homeserver/api"
 	"github.com/mlshome/homeserver/eventlog"
 	"github.com/mlshome/homeserver/federation"
@@ -130,6 +131,7 @@ func Open(cfg Config) (*Node, error) {
 
 		CachePrefixes:   projections.CachePrefixes(),
 		MinSyncInterval: cfg.SyncInterval,
+		Prepare:         func(db *pebble.DB) error { return upgradeProjections(n.Set, db, cfg.Logger) },
 	})
 	if err != nil {
 		return nil, err
@@ -187,6 +189,29 @@ func Open(cfg Config) (*Node, error) {
 	n.wg.Add(1)
 	go n.rotateTokens()
 	return n, nil
+}
+
+// upgradeProjections rebuilds the store's projections from its log if
+// this code writes them in another layout, logging its progress.
+func upgradeProjections(set *projections.Set, db *pebble.DB, logger *slog.Logger) error {
+	got, err := projections.StoredLayout(eventlog.NewReader(db))
+	if err != nil || got == projections.Layout {
+		return err
+	}
+	start, last := time.Now(), time.Now()
+	n, err := set.Upgrade(db, func(done, total uint64) {
+		if time.Since(last) >= 5*time.Second {
+			last = time.Now()
+			logger.Info("rebuilding projections", "done", done, "total", total)
+		}
+	})
+	if err != nil {
+		return err
+	}
+	if n > 0 {
+		logger.Info("projections rebuilt for their new layout", "from_layout", got, "layout", projections.Layout, "events", n, "took", time.Since(start).Round(time.Millisecond))
+	}
+	return nil
 }
 
 // Start listens on cfg.Listen and serves the API in the background.

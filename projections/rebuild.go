@@ -3,6 +3,7 @@ package projections
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/binary"
 	"fmt"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -60,6 +61,48 @@ func (s *Set) Rebuild(src eventlog.Reader, dst *pebble.DB, to uint64, progress f
 		progress(done, to)
 	}
 	return b.Close()
+}
+
+// Layout is the version of the projections' keys and values. Bump it
+// whenever a projection writes other keys or values for the same events:
+// the projections of a store written with another layout are rebuilt from
+// its log when a homeserver opens it (Upgrade), so that they equal what a
+// replay gives (LOG-2). History: 1, the first recorded layout (acknowledged
+// and deleted positions of queues and outboxes, the outbox's last write,
+// the federation policy's event).
+const Layout = 1
+
+// LayoutKey records the Layout a store's projections were written with. It
+// is outside Root, so rebuilds, comparisons and digests leave it alone.
+var LayoutKey = []byte("p-layout")
+
+// StoredLayout returns the layout recorded in r; 0 if none is, for a store
+// written before layouts were recorded.
+func StoredLayout(r eventlog.Reader) (uint64, error) { return getU64(r, LayoutKey) }
+
+// Upgrade rebuilds the projections of db in place from its log if they
+// were written with another layout than this code's, then records the
+// layout. Nothing else may use db meanwhile. It returns the number of
+// events replayed (0 if the layout was current or the log is empty).
+func (s *Set) Upgrade(db *pebble.DB, progress func(done, total uint64)) (uint64, error) {
+	r := eventlog.NewReader(db)
+	got, err := StoredLayout(r)
+	if err != nil || got == Layout {
+		return 0, err
+	}
+	size, err := eventlog.StoredSize(r)
+	if err != nil {
+		return 0, err
+	}
+	if size > 0 {
+		if err := s.Rebuild(r, db, size, progress); err != nil {
+			return 0, fmt.Errorf("rebuild projections of layout %d as layout %d: %w", got, Layout, err)
+		}
+	}
+	if err := db.Set(LayoutKey, binary.BigEndian.AppendUint64(nil, Layout), pebble.Sync); err != nil {
+		return 0, fmt.Errorf("record projection layout: %w", err)
+	}
+	return size, nil
 }
 
 // Difference is the first key at which two projection stores differ.
