@@ -87,6 +87,9 @@ func replay(args []string, stdout, stderr io.Writer) error {
 	}
 	if !d.Equals {
 		fmt.Fprintf(stdout, "DIFFERENT: first difference at key %q (live %t, rebuilt %t)\n", d.Key, d.InA, d.InB)
+		if live, err := projections.StoredLayout(srcR); err == nil && live != projections.Layout {
+			fmt.Fprintf(stdout, "note: the live projections were written in layout %d and this homeserver writes layout %d; `homeserver serve` rebuilds them when it opens the store\n", live, projections.Layout)
+		}
 		return fmt.Errorf("rebuilt projections differ from the live ones")
 	}
 	fmt.Fprintln(stdout, "IDENTICAL: rebuilt projections equal the live ones byte for byte")

@@ -207,3 +207,40 @@ func TestLOG_2_ReplayIdenticalAndTo(t *testing.T) {
 		t.Fatalf("replay --to beyond the log: exit %d %s", code, errOut)
 	}
 }
+
+// LOG-2 across an upgrade: projections written in an older layout replay
+// as DIFFERENT, with a note saying why, until `serve` opens the store and
+// rebuilds them; then the replay is IDENTICAL again.
+func TestLOG_2_ReplayAfterLayoutUpgrade(t *testing.T) {
+	data := t.TempDir()
+	cmd, base := startServe(t, data)
+	runWorkload(t, base, "old", 3)
+	stopServe(t, cmd)
+
+	// What an older homeserver would have left: no layout recorded, and
+	// projections that differ from what this one writes.
+	db, err := pebble.Open(node.StoreDir(data), &pebble.Options{Logger: quietLogger{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Delete(projections.LayoutKey, pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Set(append(projections.Prefix("dir"), "user/zz-old-layout"...), []byte("{}"), pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	out, errOut, code := runHomeserver(t, "replay", "--data", data)
+	if code == 0 || !strings.Contains(out, "DIFFERENT") || !strings.Contains(out, "written in layout 0") {
+		t.Fatalf("replay of an old layout: exit %d\n%s%s", code, out, errOut)
+	}
+
+	cmd, _ = startServe(t, data)
+	stopServe(t, cmd)
+	out, errOut, code = runHomeserver(t, "replay", "--data", data)
+	if code != 0 || !strings.Contains(out, "IDENTICAL") {
+		t.Fatalf("replay after serve upgraded the store: exit %d\n%s%s", code, out, errOut)
+	}
+}
