@@ -227,12 +227,21 @@ func (v QueueView) Blocked(clientID string, gid []byte) (bool, error) {
 }
 
 // From returns up to max event sequence numbers queued for clientID at or
-// after from, in order.
+// after from, in order. It starts past what the client acknowledged, all
+// deleted, whatever from says: a scan over those would step over their
+// tombstones one by one.
 func (v QueueView) From(clientID string, from uint64, max int) ([]uint64, error) {
+	acked, err := getU64(v.R, ackedKey(clientID))
+	if err != nil {
+		return nil, err
+	}
+	if from <= acked {
+		from = acked + 1
+	}
 	var out []uint64
 	p := queuePrefix(clientID)
 	stop := fmt.Errorf("enough")
-	err := v.R.Scan(queueKey(clientID, from), eventlog.PrefixEnd(p), func(k, _ []byte) error {
+	err = v.R.Scan(queueKey(clientID, from), eventlog.PrefixEnd(p), func(k, _ []byte) error {
 		out = append(out, binary.BigEndian.Uint64(k[len(p):]))
 		if len(out) >= max {
 			return stop
