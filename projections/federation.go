@@ -1,8 +1,6 @@
 package projections
 
 import (
-	"encoding/binary"
-
 	"github.com/mlshome/homeserver/eventlog"
 	"github.com/mlshome/homeserver/events"
 )
@@ -38,13 +36,13 @@ func (Federation) Apply(rw eventlog.ReadWriter, ev *eventlog.Event) error {
 		if err != nil {
 			return err
 		}
-		return rw.Set(fedCursorKey(e.Origin), binary.BigEndian.AppendUint64(nil, e.Counter))
+		return setU64(rw, fedCursorKey(e.Origin), e.Counter)
 	case events.TypeDeliveryRefused:
 		var e events.DeliveryRefused
 		if err := events.Decode(ev, &e); err != nil {
 			return err
 		}
-		return rw.Set(fedCursorKey(e.Origin), binary.BigEndian.AppendUint64(nil, e.Counter))
+		return setU64(rw, fedCursorKey(e.Origin), e.Counter)
 	case events.TypeFederationPolicyChanged:
 		var e events.FederationPolicyChanged
 		if err := events.Decode(ev, &e); err != nil {
@@ -53,7 +51,7 @@ func (Federation) Apply(rw eventlog.ReadWriter, ev *eventlog.Event) error {
 		if err := rw.Set(fedPolicyKey(), e.Policy); err != nil {
 			return err
 		}
-		return rw.Set(fedPolicySeqKey(), binary.BigEndian.AppendUint64(nil, ev.Seq))
+		return setU64(rw, fedPolicySeqKey(), ev.Seq)
 	}
 	return nil
 }

@@ -58,17 +58,6 @@ func (Outbox) Handles() []string {
 	return []string{events.TypeCommitAccepted, events.TypeProposalAccepted, events.TypeApplicationMessageAccepted, events.TypeOutboxTrimmed}
 }
 
-func getU64(r eventlog.Reader, key []byte) (uint64, error) {
-	b, err := r.Get(key)
-	if errors.Is(err, eventlog.ErrNotFound) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, err
-	}
-	return binary.BigEndian.Uint64(b), nil
-}
-
 func loadRemote(r eventlog.Reader, gid []byte) ([]RemoteMember, error) {
 	var rs []RemoteMember
 	err := getJSON(r, outMembersKey(gid), &rs)
@@ -95,7 +84,7 @@ func (o Outbox) Apply(rw eventlog.ReadWriter, ev *eventlog.Event) error {
 		if err := deleteThrough(rw, outDeletedKey(e.Destination), min(e.UpTo, n), func(c uint64) []byte { return outEntryKey(e.Destination, c) }); err != nil {
 			return err
 		}
-		return rw.Set(outTrimKey(e.Destination), binary.BigEndian.AppendUint64(nil, e.UpTo))
+		return setU64(rw, outTrimKey(e.Destination), e.UpTo)
 	case events.TypeApplicationMessageAccepted, events.TypeProposalAccepted:
 		// Most groups have no remote members: look before decoding the
 		// message itself.
@@ -191,14 +180,14 @@ func (o Outbox) fanOut(rw eventlog.ReadWriter, rs []RemoteMember, m events.Feder
 		if err := rw.Set(outEntryKey(d, n), b); err != nil {
 			return err
 		}
-		if err := rw.Set(outCounterKey(d), binary.BigEndian.AppendUint64(nil, n)); err != nil {
+		if err := setU64(rw, outCounterKey(d), n); err != nil {
 			return err
 		}
 	}
 	if len(domains) == 0 {
 		return nil
 	}
-	return rw.Set(outLastKey(), binary.BigEndian.AppendUint64(nil, m.OriginSeq))
+	return setU64(rw, outLastKey(), m.OriginSeq)
 }
 
 // OutboxView reads the outbox projection.

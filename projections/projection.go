@@ -12,6 +12,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 
 	"github.com/mlshome/homeserver/eventlog"
@@ -132,6 +133,23 @@ func (s scoped) DeleteRange(start, end []byte) error {
 	return s.rw.DeleteRange(start, end)
 }
 
+// getU64 reads a number stored by setU64; 0 if key is missing.
+func getU64(r eventlog.Reader, key []byte) (uint64, error) {
+	b, err := r.Get(key)
+	if errors.Is(err, eventlog.ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	return binary.BigEndian.Uint64(b), nil
+}
+
+// setU64 stores v at key as 8 big-endian bytes.
+func setU64(rw eventlog.ReadWriter, key []byte, v uint64) error {
+	return rw.Set(key, binary.BigEndian.AppendUint64(nil, v))
+}
+
 // deleteThrough deletes the keys of the numbers after the one recorded at
 // pos up to upTo (key(n) for each), and records upTo at pos. Deleting
 // from the last position rather than from the start of the range matters:
@@ -149,7 +167,7 @@ func deleteThrough(rw eventlog.ReadWriter, pos []byte, upTo uint64, key func(uin
 	if err := deleteKeys(rw, key(prev+1), key(upTo+1)); err != nil {
 		return err
 	}
-	return rw.Set(pos, binary.BigEndian.AppendUint64(nil, upTo))
+	return setU64(rw, pos, upTo)
 }
 
 // deleteKeys deletes every key in [start, end) one by one. Projections use

@@ -47,13 +47,13 @@ func (Tokens) Apply(rw eventlog.ReadWriter, ev *eventlog.Event) error {
 		if err != nil {
 			return err
 		}
-		return rw.Set(tokIssuedKey(e.UserID, e.Window), binary.BigEndian.AppendUint64(nil, uint64(n+e.Count)))
+		return setU64(rw, tokIssuedKey(e.UserID, e.Window), uint64(n+e.Count))
 	case events.TypeGroupCreated:
 		var e events.GroupCreated
 		if err := events.Decode(ev, &e); err != nil {
 			return err
 		}
-		return rw.Set(tokSpentKey(e.TokenNonce), binary.BigEndian.AppendUint64(nil, ev.Seq))
+		return setU64(rw, tokSpentKey(e.TokenNonce), ev.Seq)
 	}
 	return nil
 }
