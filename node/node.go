@@ -194,12 +194,8 @@ func Open(cfg Config) (*Node, error) {
 // upgradeProjections rebuilds the store's projections from its log if
 // this code writes them in another layout, logging its progress.
 func upgradeProjections(set *projections.Set, db *pebble.DB, logger *slog.Logger) error {
-	got, err := projections.StoredLayout(eventlog.NewReader(db))
-	if err != nil || got == projections.Layout {
-		return err
-	}
 	start, last := time.Now(), time.Now()
-	n, err := set.Upgrade(db, func(done, total uint64) {
+	got, n, err := set.Upgrade(db, func(done, total uint64) {
 		if time.Since(last) >= 5*time.Second {
 			last = time.Now()
 			logger.Info("rebuilding projections", "done", done, "total", total)

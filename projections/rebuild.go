@@ -82,27 +82,28 @@ func StoredLayout(r eventlog.Reader) (uint64, error) { return getU64(r, LayoutKe
 
 // Upgrade rebuilds the projections of db in place from its log if they
 // were written with another layout than this code's, then records the
-// layout. Nothing else may use db meanwhile. It returns the number of
-// events replayed (0 if the layout was current or the log is empty).
-func (s *Set) Upgrade(db *pebble.DB, progress func(done, total uint64)) (uint64, error) {
+// layout. Nothing else may use db meanwhile. It returns the layout found
+// and the number of events replayed (0 if the layout was current or the
+// log is empty).
+func (s *Set) Upgrade(db *pebble.DB, progress func(done, total uint64)) (from, replayed uint64, err error) {
 	r := eventlog.NewReader(db)
-	got, err := StoredLayout(r)
-	if err != nil || got == Layout {
-		return 0, err
+	from, err = StoredLayout(r)
+	if err != nil || from == Layout {
+		return from, 0, err
 	}
 	size, err := eventlog.StoredSize(r)
 	if err != nil {
-		return 0, err
+		return from, 0, err
 	}
 	if size > 0 {
 		if err := s.Rebuild(r, db, size, progress); err != nil {
-			return 0, fmt.Errorf("rebuild projections of layout %d as layout %d: %w", got, Layout, err)
+			return from, 0, fmt.Errorf("rebuild projections of layout %d as layout %d: %w", from, Layout, err)
 		}
 	}
 	if err := db.Set(LayoutKey, binary.BigEndian.AppendUint64(nil, Layout), pebble.Sync); err != nil {
-		return 0, fmt.Errorf("record projection layout: %w", err)
+		return from, 0, fmt.Errorf("record projection layout: %w", err)
 	}
-	return size, nil
+	return from, size, nil
 }
 
 // Difference is the first key at which two projection stores differ.
