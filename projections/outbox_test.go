@@ -12,13 +12,7 @@ import (
 // The outbox records the last event that wrote entries, and Pending hands
 // out only entries of events up to the durable size, in counter order.
 func TestOutboxPendingOnlyDurable(t *testing.T) {
-	db, err := pebble.Open("", &pebble.Options{FS: vfs.NewMem()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	b := db.NewIndexedBatch()
-	rw := eventlog.NewBatchReadWriter(b)
+	rw := memStore(t)
 	o := Outbox{Domain: "a.example"}
 	v := OutboxView{R: rw}
 	remote := []RemoteMember{{Leaf: 1, Domain: "b.example", QueueConfig: []byte("q1")}, {Leaf: 2, Domain: "c.example", QueueConfig: []byte("q2")}}
