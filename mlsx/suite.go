@@ -44,7 +44,8 @@ const (
 )
 
 // suite wraps an mls-go cipher suite with the few operations the observer
-// needs. All hashing and signature checks go through mls-go.
+// needs. All hashing and signature checks go through mls-go, except the
+// final Ed25519 check (see verify).
 type suite struct {
 	id ciphersuite.CipherSuite
 }
@@ -78,6 +79,11 @@ func (s suite) proposalRef(authContent []byte) []byte {
 func (s suite) verify(pub []byte, label string, content, sig []byte) bool {
 	if len(pub) != s.id.SignatureKeyLength() {
 		return false
+	}
+	if s.id.SignatureScheme() == ciphersuite.ED25519 {
+		// SignContent serialised by mls-go, the Ed25519 check with a
+		// remembered decompressed key (ed25519.go).
+		return verifyEd25519(pub, ciphersuite.NewSignContent(label, content).Marshal(), sig)
 	}
 	pk := ciphersuite.NewMLSSignaturePublicKey(pub, s.id.SignatureScheme())
 	return ciphersuite.VerifyWithLabel(pk, label, content, ciphersuite.NewSignature(sig)) == nil
