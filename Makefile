@@ -21,7 +21,7 @@ build:
 test:
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 20m ./...
-	$(GO) test -race -count=1 -timeout 20m -run 'Concurrent|SameBatch|CloseFinishes|ReadCache|GUC_5|MD_4|FED_4' ./eventlog ./client ./testnet
+	$(GO) test -race -count=1 -timeout 20m -run 'Concurrent|SameBatch|CloseFinishes|ReadCache|GUC_5|MD_4|FED_4' ./eventlog ./client ./testnet ./mlsx
 
 ## race: the tests under the race detector (-short: smaller workloads, no power-loss simulation)
 race:

@@ -35,12 +35,17 @@ const edKeyCacheSize = 8192
 // when the current one is full it becomes the previous one, so a key in
 // use is kept while a scan of one-off keys (KeyPackages) cannot grow it.
 type edKeyCache struct {
+	size int // of one generation
 	mu   sync.RWMutex
 	cur  map[[32]byte]*edwards25519.Point
 	prev map[[32]byte]*edwards25519.Point
 }
 
-var edKeys = &edKeyCache{cur: make(map[[32]byte]*edwards25519.Point)}
+func newEdKeyCache(size int) *edKeyCache {
+	return &edKeyCache{size: size, cur: make(map[[32]byte]*edwards25519.Point)}
+}
+
+var edKeys = newEdKeyCache(edKeyCacheSize)
 
 // minusA returns -A for the encoded public key pub (32 bytes), or false
 // if pub is not a valid point encoding. The point returned is shared and
@@ -62,8 +67,8 @@ func (c *edKeyCache) minusA(pub []byte) (*edwards25519.Point, bool) {
 	}
 	p = new(edwards25519.Point).Negate(a)
 	c.mu.Lock()
-	if len(c.cur) >= edKeyCacheSize {
-		c.prev, c.cur = c.cur, make(map[[32]byte]*edwards25519.Point, edKeyCacheSize)
+	if len(c.cur) >= c.size {
+		c.prev, c.cur = c.cur, make(map[[32]byte]*edwards25519.Point, c.size)
 	}
 	c.cur[k] = p
 	c.mu.Unlock()

@@ -4,6 +4,7 @@ import (
 	"crypto/ed25519"
 	"encoding/hex"
 	"math/rand/v2"
+	"sync"
 	"testing"
 
 	"filippo.io/edwards25519"
@@ -169,39 +170,87 @@ func addL(s []byte) []byte {
 	return out
 }
 
-// The key cache stays within two generations, and keys pushed out of it
-// still verify (decoded again).
-func TestEdKeyCacheBounded(t *testing.T) {
-	rng := rand.New(rand.NewPCG(3, 4))
+// useKeyCache makes verifyEd25519 use a cache of generations of size
+// keys for the rest of the test.
+func useKeyCache(t *testing.T, size int) *edKeyCache {
+	c, old := newEdKeyCache(size), edKeys
+	edKeys = c
+	t.Cleanup(func() { edKeys = old })
+	return c
+}
+
+type signedMsg struct{ pub, msg, sig []byte }
+
+// signedMsgs returns n messages signed by n keys from a seeded generator.
+func signedMsgs(n int, stream uint64) []signedMsg {
+	rng := rand.New(rand.NewPCG(3, stream))
 	seed := make([]byte, ed25519.SeedSize)
-	type signed struct{ pub, msg, sig []byte }
-	var first, last signed
-	msg := []byte("cache")
-	for i := range 2*edKeyCacheSize + 100 {
+	out := make([]signedMsg, n)
+	for i := range out {
 		for j := range seed {
 			seed[j] = byte(rng.Uint32())
 		}
 		priv := ed25519.NewKeyFromSeed(seed)
-		pub := priv.Public().(ed25519.PublicKey)
-		if _, ok := edKeys.minusA(pub); !ok {
-			t.Fatal("valid key refused")
-		}
-		if i == 0 {
-			first = signed{pub, msg, ed25519.Sign(priv, msg)}
-		}
-		last = signed{pub, msg, ed25519.Sign(priv, msg)}
+		msg := []byte{byte(i), byte(i >> 8)}
+		out[i] = signedMsg{priv.Public().(ed25519.PublicKey), msg, ed25519.Sign(priv, msg)}
 	}
-	if n := edKeys.len(); n > 2*edKeyCacheSize {
-		t.Fatalf("cache holds %d keys, bound %d", n, 2*edKeyCacheSize)
+	return out
+}
+
+// The key cache stays within two generations, and keys pushed out of it
+// still verify (decoded again), as do changed signatures not.
+func TestEdKeyCacheBounded(t *testing.T) {
+	c := useKeyCache(t, 64)
+	msgs := signedMsgs(3*64+10, 4)
+	for _, m := range msgs {
+		if !verifyEd25519(m.pub, m.msg, m.sig) {
+			t.Fatal("valid signature refused")
+		}
+		if n := c.len(); n > 2*64 {
+			t.Fatalf("cache holds %d keys, bound %d", n, 2*64)
+		}
 	}
-	for _, s := range []signed{first, last} {
-		if !verifyEd25519(s.pub, s.msg, s.sig) {
+	for _, m := range []signedMsg{msgs[0], msgs[len(msgs)-1]} {
+		if !verifyEd25519(m.pub, m.msg, m.sig) {
 			t.Error("signature by a key evicted or kept no longer verifies")
 		}
-		s.sig[0] ^= 1
-		if verifyEd25519(s.pub, s.msg, s.sig) {
+		m.sig[0] ^= 1
+		if verifyEd25519(m.pub, m.msg, m.sig) {
 			t.Error("changed signature verifies")
 		}
+		m.sig[0] ^= 1
+	}
+}
+
+// Checks running at once, over more keys than the cache holds, each get
+// the right answer (run with -race: make test does).
+func TestEdKeyCacheConcurrent(t *testing.T) {
+	useKeyCache(t, 16)
+	msgs := signedMsgs(100, 5)
+	var wg sync.WaitGroup
+	errs := make(chan string, 8)
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 300 {
+				m := msgs[(i*7+g*13)%len(msgs)]
+				other := msgs[(i*7+g*13+1)%len(msgs)]
+				if !verifyEd25519(m.pub, m.msg, m.sig) {
+					errs <- "valid signature refused"
+					return
+				}
+				if verifyEd25519(other.pub, m.msg, m.sig) {
+					errs <- "signature accepted under another key"
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for e := range errs {
+		t.Error(e)
 	}
 }
 
