@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha512"
 	"sync"
+	"sync/atomic"
 
 	"filippo.io/edwards25519"
 )
@@ -32,13 +33,16 @@ import (
 const edKeyCacheSize = 8192
 
 // edKeyCache holds -A for recently used public keys A, in two generations:
-// when the current one is full it becomes the previous one, so a key in
-// use is kept while a scan of one-off keys (KeyPackages) cannot grow it.
+// when the current one is full it becomes the previous one, and the one
+// before is dropped; a key found in the previous generation moves to the
+// current one. So a key in use stays, while a stream of one-off keys
+// (KeyPackages) cannot grow the cache.
 type edKeyCache struct {
-	size int // of one generation
-	mu   sync.RWMutex
-	cur  map[[32]byte]*edwards25519.Point
-	prev map[[32]byte]*edwards25519.Point
+	size    int          // of one generation
+	decoded atomic.Int64 // keys decoded so far
+	mu      sync.RWMutex
+	cur     map[[32]byte]*edwards25519.Point
+	prev    map[[32]byte]*edwards25519.Point
 }
 
 func newEdKeyCache(size int) *edKeyCache {
@@ -54,18 +58,25 @@ func (c *edKeyCache) minusA(pub []byte) (*edwards25519.Point, bool) {
 	k := [32]byte(pub)
 	c.mu.RLock()
 	p, ok := c.cur[k]
+	old := false
 	if !ok {
 		p, ok = c.prev[k]
+		old = ok
 	}
 	c.mu.RUnlock()
-	if ok {
+	if ok && !old {
 		return p, true
 	}
-	a, err := new(edwards25519.Point).SetBytes(pub)
-	if err != nil {
-		return nil, false
+	if !ok {
+		a, err := new(edwards25519.Point).SetBytes(pub)
+		if err != nil {
+			return nil, false
+		}
+		p = new(edwards25519.Point).Negate(a)
+		c.decoded.Add(1)
 	}
-	p = new(edwards25519.Point).Negate(a)
+	// A new key, or one in use again since the last rotation: into the
+	// current generation.
 	c.mu.Lock()
 	if len(c.cur) >= c.size {
 		c.prev, c.cur = c.cur, make(map[[32]byte]*edwards25519.Point, c.size)

@@ -222,6 +222,25 @@ func TestEdKeyCacheBounded(t *testing.T) {
 	}
 }
 
+// A key in use stays in the cache while one-off keys stream through it:
+// it is decoded once, each one-off key once.
+func TestEdKeyCacheKeepsKeysInUse(t *testing.T) {
+	c := useKeyCache(t, 8)
+	msgs := signedMsgs(101, 6)
+	used, oneOff := msgs[0], msgs[1:]
+	for i, m := range oneOff {
+		if i%4 == 0 && !verifyEd25519(used.pub, used.msg, used.sig) {
+			t.Fatal("valid signature refused")
+		}
+		if !verifyEd25519(m.pub, m.msg, m.sig) {
+			t.Fatal("valid signature refused")
+		}
+	}
+	if got, want := c.decoded.Load(), int64(1+len(oneOff)); got != want {
+		t.Fatalf("%d keys decoded, want %d (the key in use once)", got, want)
+	}
+}
+
 // Checks running at once, over more keys than the cache holds, each get
 // the right answer (run with -race: make test does).
 func TestEdKeyCacheConcurrent(t *testing.T) {
