@@ -226,3 +226,38 @@ func checkStore(t *testing.T, data string, acked []string) {
 		t.Fatalf("after crash: projections differ from a rebuild at %q", d.Key)
 	}
 }
+
+// A stop signal that arrives as soon as serve reports its address, before
+// any request, still means a graceful shutdown: the handler is installed
+// before the homeserver starts answering. (It used to be installed after
+// the address was logged, and a SIGTERM in between killed the process.)
+func TestServeStopsGracefullyRightAfterStart(t *testing.T) {
+	for i := range 5 {
+		data := t.TempDir()
+		cmd := exec.Command(os.Args[0], "serve", "--domain", "stop.test", "--data", data, "--listen", "127.0.0.1:0")
+		cmd.Env = append(os.Environ(), "HOMESERVER_TEST_MAIN=1")
+		stderr, err := cmd.StderrPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		var log bytes.Buffer
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			log.WriteString(sc.Text() + "\n")
+			if urlLine.MatchString(sc.Text()) {
+				cmd.Process.Signal(syscall.SIGTERM)
+				break
+			}
+		}
+		io.Copy(&log, stderr)
+		if err := cmd.Wait(); err != nil {
+			t.Fatalf("run %d: serve stopped right after start: %v\n%s", i, err, log.String())
+		}
+		if !bytes.Contains(log.Bytes(), []byte("stopped")) {
+			t.Fatalf("run %d: no graceful stop logged\n%s", i, log.String())
+		}
+	}
+}

@@ -109,6 +109,11 @@ func serve(args []string, stderr io.Writer, getenv func(string) string) error {
 	if err != nil {
 		return fmt.Errorf("federation policy: %w", err)
 	}
+	// Catch SIGINT/SIGTERM before the homeserver opens and starts
+	// answering, so that a stop signal right after it is ready (or while
+	// it opens) means a graceful shutdown, not the default exit.
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
 	n, err := node.Open(node.Config{
 		Domain:        cfg.Domain,
 		DataDir:       cfg.Data,
@@ -140,9 +145,6 @@ func serve(args []string, stderr io.Writer, getenv func(string) string) error {
 		return err
 	}
 	logger.Info("homeserver serving", "domain", cfg.Domain, "url", n.URL(), "data", cfg.Data, "log_size", n.Log.Size(), "version", version)
-
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	<-ctx.Done()
 	logger.Info("shutting down", "grace", cfg.ShutdownGrace)
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
