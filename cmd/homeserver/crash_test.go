@@ -41,16 +41,7 @@ var urlLine = regexp.MustCompile(`url=(http://[0-9.:]+)`)
 // its base URL once it answers /readyz.
 func startServe(t *testing.T, data string, extra ...string) (*exec.Cmd, string) {
 	t.Helper()
-	args := append([]string{"serve", "--domain", "crash.test", "--data", data, "--listen", "127.0.0.1:0"}, extra...)
-	cmd := exec.Command(os.Args[0], args...)
-	cmd.Env = append(os.Environ(), "HOMESERVER_TEST_MAIN=1")
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd, stderr := launchServe(t, "crash.test", data, extra...)
 	found := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(stderr)
@@ -72,6 +63,24 @@ func startServe(t *testing.T, data string, extra ...string) (*exec.Cmd, string) 
 		t.Fatal("homeserver did not start")
 	}
 	return nil, ""
+}
+
+// launchServe starts this test binary as `homeserver serve` for domain
+// on data, listening on a free loopback port, and returns it with its
+// standard error.
+func launchServe(t *testing.T, domain, data string, extra ...string) (*exec.Cmd, io.ReadCloser) {
+	t.Helper()
+	args := append([]string{"serve", "--domain", domain, "--data", data, "--listen", "127.0.0.1:0"}, extra...)
+	cmd := exec.Command(os.Args[0], args...)
+	cmd.Env = append(os.Environ(), "HOMESERVER_TEST_MAIN=1")
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return cmd, stderr
 }
 
 func waitReady(t *testing.T, base string) {
@@ -233,16 +242,7 @@ func checkStore(t *testing.T, data string, acked []string) {
 // the address was logged, and a SIGTERM in between killed the process.)
 func TestServeStopsGracefullyRightAfterStart(t *testing.T) {
 	for i := range 5 {
-		data := t.TempDir()
-		cmd := exec.Command(os.Args[0], "serve", "--domain", "stop.test", "--data", data, "--listen", "127.0.0.1:0")
-		cmd.Env = append(os.Environ(), "HOMESERVER_TEST_MAIN=1")
-		stderr, err := cmd.StderrPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
+		cmd, stderr := launchServe(t, "stop.test", t.TempDir())
 		var log bytes.Buffer
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
