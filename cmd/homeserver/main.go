@@ -109,11 +109,6 @@ func serve(args []string, stderr io.Writer, getenv func(string) string) error {
 	if err != nil {
 		return fmt.Errorf("federation policy: %w", err)
 	}
-	// Catch SIGINT/SIGTERM before the homeserver opens and starts
-	// answering, so that a stop signal right after it is ready (or while
-	// it opens) means a graceful shutdown, not the default exit.
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	n, err := node.Open(node.Config{
 		Domain:        cfg.Domain,
 		DataDir:       cfg.Data,
@@ -140,6 +135,13 @@ func serve(args []string, stderr io.Writer, getenv func(string) string) error {
 	if err != nil {
 		return err
 	}
+	// Catch SIGINT/SIGTERM before the homeserver starts answering, so that
+	// a stop signal as soon as it is ready means a graceful shutdown. (While
+	// it opens, which can take long if its projections are rebuilt, a
+	// signal still ends it at once: nothing is served yet, and an
+	// interrupted rebuild starts again at the next start.)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
 	if err := n.Start(); err != nil {
 		n.Shutdown(context.Background())
 		return err
