@@ -2,6 +2,7 @@ package projections
 
 import (
 	"encoding/json"
+	"errors"
 
 	"github.com/mlshome/homeserver/eventlog"
 	"github.com/mlshome/homeserver/events"
@@ -73,14 +74,33 @@ type KeyPackageView struct{ R eventlog.Reader }
 // List returns a client's KeyPackages in ref order.
 func (v KeyPackageView) List(userID, clientID string) ([]KeyPackageRecord, error) {
 	var out []KeyPackageRecord
+	err := v.Each(userID, clientID, func(r KeyPackageRecord) bool {
+		out = append(out, r)
+		return true
+	})
+	return out, err
+}
+
+// errStopEach ends Each's scan early.
+var errStopEach = errors.New("stop")
+
+// Each calls fn with a client's KeyPackages in ref order until fn returns
+// false, decoding only those it visits: a claim, which takes the first
+// one that is valid, reads one record rather than up to all of them.
+func (v KeyPackageView) Each(userID, clientID string, fn func(KeyPackageRecord) bool) error {
 	p := kpClientPrefix(userID, clientID)
 	err := v.R.Scan(p, eventlog.PrefixEnd(p), func(_, val []byte) error {
 		var r KeyPackageRecord
 		if err := json.Unmarshal(val, &r); err != nil {
 			return err
 		}
-		out = append(out, r)
+		if !fn(r) {
+			return errStopEach
+		}
 		return nil
 	})
-	return out, err
+	if errors.Is(err, errStopEach) {
+		return nil
+	}
+	return err
 }

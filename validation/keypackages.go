@@ -137,22 +137,30 @@ func checkPublish(r eventlog.Reader, now int64, userID, clientID string, kps []e
 
 // claimable picks the KeyPackage a claim hands out for one client at time
 // secs: the first ordinary one in ref order within its lifetime, else the
-// first valid last-resort one (kept), else none.
-func claimable(kps []projections.KeyPackageRecord, secs uint64) (kp *projections.KeyPackageRecord, consume bool) {
+// first valid last-resort one (kept), else none. It stops reading at the
+// first ordinary match.
+func claimable(r eventlog.Reader, userID, clientID string, secs uint64) (kp *projections.KeyPackageRecord, consume bool, err error) {
 	var lastResort *projections.KeyPackageRecord
-	for i := range kps {
-		k := &kps[i]
+	err = projections.KeyPackageView{R: r}.Each(userID, clientID, func(k projections.KeyPackageRecord) bool {
 		if secs < k.NotBefore || secs > k.NotAfter {
-			continue
+			return true
 		}
 		if !k.LastResort {
-			return k, true
+			kp = &k
+			return false
 		}
 		if lastResort == nil {
-			lastResort = k
+			lastResort = &k
 		}
+		return true
+	})
+	switch {
+	case err != nil:
+		return nil, false, err
+	case kp != nil:
+		return kp, true, nil
 	}
-	return lastResort, false
+	return lastResort, false, nil
 }
 
 func (v *Validator) claimKeyPackages(r eventlog.Reader, now int64, c ClaimKeyPackages) (eventlog.Decision, error) {
@@ -170,12 +178,12 @@ func (v *Validator) claimKeyPackages(r eventlog.Reader, now int64, c ClaimKeyPac
 	reply := ClaimReply{UserID: c.UserID}
 	var evs []eventlog.Draft
 	for _, cl := range clients {
-		kps, err := (projections.KeyPackageView{R: r}).List(c.UserID, cl.ClientID)
+		kp, consume, err := claimable(r, c.UserID, cl.ClientID, secs)
 		if err != nil {
 			return eventlog.Decision{}, err
 		}
 		cc := ClaimedClient{ClientID: cl.ClientID, Credential: cl.Credential}
-		if kp, consume := claimable(kps, secs); kp != nil {
+		if kp != nil {
 			cc.KeyPackage = kp.Data
 			if consume {
 				evs = append(evs, events.Draft(events.TypeKeyPackageClaimed, events.KeyPackageClaimed{
@@ -195,11 +203,10 @@ func (v *Validator) claimKeyPackages(r eventlog.Reader, now int64, c ClaimKeyPac
 // revalidateClaim checks that a KeyPackageClaimed event took exactly what
 // a claim at that time would have taken for that client.
 func revalidateClaim(r eventlog.Reader, ev *eventlog.Event, e events.KeyPackageClaimed) error {
-	kps, err := (projections.KeyPackageView{R: r}).List(e.UserID, e.ClientID)
+	kp, consume, err := claimable(r, e.UserID, e.ClientID, uint64(ev.Time/int64(time.Second)))
 	if err != nil {
 		return err
 	}
-	kp, consume := claimable(kps, uint64(ev.Time/int64(time.Second)))
 	if kp == nil || !consume || !bytes.Equal(kp.Ref, e.Ref) {
 		return Reject(CodeInvalidKeyPackage, "claim of %x is not what a claim would hand out", e.Ref)
 	}
