@@ -6,6 +6,7 @@ import (
 	"io"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
 // ErrNotFound is returned by Reader.Get for a missing key.
@@ -108,6 +109,19 @@ type batchRW struct {
 // through to the batch and update what it remembers.
 func NewBatchReadWriter(b *pebble.Batch) ReadWriter {
 	return &memoRW{batchRW: batchRW{b: b}, seen: map[string][]byte{}}
+}
+
+// NewMemReadWriter returns a ReadWriter (as NewBatchReadWriter's) over an
+// indexed batch of a new Pebble kept in memory, and the function that
+// closes both. Tests use it to run projections and checks on real Pebble
+// without a directory.
+func NewMemReadWriter() (ReadWriter, func(), error) {
+	db, err := pebble.Open("", &pebble.Options{FS: vfs.NewMem(), Logger: pebbleLogger{}})
+	if err != nil {
+		return nil, nil, err
+	}
+	b := db.NewIndexedBatch()
+	return NewBatchReadWriter(b), func() { b.Close(); db.Close() }, nil
 }
 
 // memoMaxEntries bounds what a memoRW remembers; past it, it forgets all.

@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2"
-	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/mlshome/homeserver/eventlog"
 	"github.com/mlshome/homeserver/events"
 )
@@ -23,13 +22,12 @@ func applyTo(t *testing.T, rw eventlog.ReadWriter, p Projection, seq uint64, typ
 
 func memStore(t *testing.T) eventlog.ReadWriter {
 	t.Helper()
-	db, err := pebble.Open("", &pebble.Options{FS: vfs.NewMem(), Logger: eventlog.DefaultPebbleOptions().Logger})
+	rw, closeStore, err := eventlog.NewMemReadWriter()
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := db.NewIndexedBatch()
-	t.Cleanup(func() { b.Close(); db.Close() })
-	return eventlog.NewBatchReadWriter(b)
+	t.Cleanup(closeStore)
+	return rw
 }
 
 // An acknowledgement deletes the client's queue entries up to its UpTo,

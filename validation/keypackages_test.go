@@ -4,8 +4,6 @@ import (
 	"math/rand/v2"
 	"testing"
 
-	"github.com/cockroachdb/pebble/v2"
-	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/mlshome/homeserver/eventlog"
 	"github.com/mlshome/homeserver/events"
 	"github.com/mlshome/homeserver/projections"
@@ -15,13 +13,11 @@ import (
 // KeyPackages projection, in a fresh in-memory Pebble.
 func publish(t testing.TB, u, c string, kps []events.PublishedKeyPackage) eventlog.ReadWriter {
 	t.Helper()
-	db, err := pebble.Open("", &pebble.Options{FS: vfs.NewMem(), Logger: eventlog.DefaultPebbleOptions().Logger})
+	rw, closeStore, err := eventlog.NewMemReadWriter()
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := db.NewIndexedBatch()
-	t.Cleanup(func() { b.Close(); db.Close() })
-	rw := eventlog.NewBatchReadWriter(b)
+	t.Cleanup(closeStore)
 	d := events.Draft(events.TypeKeyPackagesPublished, events.KeyPackagesPublished{UserID: u, ClientID: c, KeyPackages: kps})
 	if err := projections.NewSet(projections.KeyPackages{}).Apply(rw, &eventlog.Event{Seq: 1, Type: d.Type, Payload: d.Payload}); err != nil {
 		t.Fatal(err)
