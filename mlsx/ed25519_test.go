@@ -73,7 +73,7 @@ func agree(t testing.TB, what string, pub, msg, sig []byte) bool {
 }
 
 // The Ed25519 check accepts and refuses exactly what crypto/ed25519 does:
-// valid signatures, every single-bit change of key, message and
+// valid signatures, random single-bit changes of key, message and
 // signature, S + ℓ (non-canonical), the top bits of S, wrong lengths, and
 // keys and R values of small order or in non-canonical encodings.
 func TestVerifyEd25519MatchesStdlib(t *testing.T) {
@@ -153,8 +153,8 @@ func TestVerifyEd25519MatchesStdlib(t *testing.T) {
 }
 
 // addL returns the 32-byte little-endian encoding of s + ℓ, or nil if it
-// does not fit under 2^253 (the top three bits must stay clear for the
-// length check not to decide alone).
+// does not fit under 2^253 (the top three bits must stay clear, or the
+// check of those bits would refuse it before the canonical-S check).
 func addL(s []byte) []byte {
 	l := []byte{0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9, 0xde, 0x14,
 		0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10}
