@@ -181,7 +181,7 @@ func (m *memoRW) DeleteRange(start, end []byte) error {
 	if err := m.batchRW.DeleteRange(start, end); err != nil {
 		return err
 	}
-	m.seen = map[string][]byte{} // rare (acks, trims): forget all
+	clear(m.seen) // rare (acks, trims): forget all
 	return nil
 }
 

@@ -2,7 +2,6 @@ package projections
 
 import (
 	"encoding/json"
-	"errors"
 
 	"github.com/mlshome/homeserver/eventlog"
 	"github.com/mlshome/homeserver/events"
@@ -81,9 +80,6 @@ func (v KeyPackageView) List(userID, clientID string) ([]KeyPackageRecord, error
 	return out, err
 }
 
-// errStopEach ends Each's scan early.
-var errStopEach = errors.New("stop")
-
 // Each calls fn with a client's KeyPackages in ref order until fn returns
 // false, decoding only those it visits: a claim, which takes the first
 // one that is valid, reads one record rather than up to all of them.
@@ -95,11 +91,11 @@ func (v KeyPackageView) Each(userID, clientID string, fn func(KeyPackageRecord) 
 			return err
 		}
 		if !fn(r) {
-			return errStopEach
+			return errStopScan
 		}
 		return nil
 	})
-	if errors.Is(err, errStopEach) {
+	if err == errStopScan {
 		return nil
 	}
 	return err

@@ -204,14 +204,13 @@ func (v OutboxView) Destinations() ([]string, error) {
 	var out []string
 	p := append(Prefix(outName), "n/"...)
 	end := eventlog.PrefixEnd(p)
-	errFound := errors.New("found")
 	for lower := p; ; {
 		var k []byte
 		err := v.R.Scan(lower, end, func(key, _ []byte) error {
 			k = append([]byte(nil), key...)
-			return errFound
+			return errStopScan
 		})
-		if err != nil && err != errFound {
+		if err != nil && err != errStopScan {
 			return nil, err
 		}
 		if k == nil {
@@ -230,7 +229,6 @@ func (v OutboxView) Pending(dest string, after uint64, max int, durable uint64) 
 	var ns []uint64
 	var ps [][]byte
 	p := outEntryPrefix(dest)
-	stop := errors.New("enough")
 	err := v.R.Scan(outEntryKey(dest, after+1), eventlog.PrefixEnd(p), func(k, val []byte) error {
 		var m struct {
 			OriginSeq uint64 `json:"origin_seq"`
@@ -239,16 +237,16 @@ func (v OutboxView) Pending(dest string, after uint64, max int, durable uint64) 
 			return fmt.Errorf("outbox entry %q: %w", k, err)
 		}
 		if m.OriginSeq > durable {
-			return stop // entries are in log order: the rest are later
+			return errStopScan // entries are in log order: the rest are later
 		}
 		ns = append(ns, binary.BigEndian.Uint64(k[len(p):]))
 		ps = append(ps, append([]byte(nil), val...))
 		if len(ns) >= max {
-			return stop
+			return errStopScan
 		}
 		return nil
 	})
-	if err == stop {
+	if err == errStopScan {
 		err = nil
 	}
 	return ns, ps, err

@@ -133,6 +133,10 @@ func (s scoped) DeleteRange(start, end []byte) error {
 	return s.rw.DeleteRange(start, end)
 }
 
+// errStopScan ends a Reader.Scan early: the views that stop at a match or
+// a limit return it from their callback and treat it as no error.
+var errStopScan = errors.New("projections: scan stopped")
+
 // getU64 reads a number stored by setU64; 0 if key is missing.
 func getU64(r eventlog.Reader, key []byte) (uint64, error) {
 	b, err := r.Get(key)

@@ -240,15 +240,14 @@ func (v QueueView) From(clientID string, from uint64, max int) ([]uint64, error)
 	}
 	var out []uint64
 	p := queuePrefix(clientID)
-	stop := fmt.Errorf("enough")
 	err = v.R.Scan(queueKey(clientID, from), eventlog.PrefixEnd(p), func(k, _ []byte) error {
 		out = append(out, binary.BigEndian.Uint64(k[len(p):]))
 		if len(out) >= max {
-			return stop
+			return errStopScan
 		}
 		return nil
 	})
-	if err == stop {
+	if err == errStopScan {
 		err = nil
 	}
 	return out, err
